@@ -1,0 +1,41 @@
+"""admission/v1: mutating and validating admission, called for every write after decoding.
+
+Each admission plugin sees the request after defaulting and before validation and storage. Mutating
+plugins run first, in registration order; then validating plugins, all of them. A plugin denies a
+request by raising ``errors.Invalid`` (422) or ``errors.Forbidden`` (403).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from microkube_interfaces.auth import UserInfo
+from microkube_interfaces.resources import ResourceType
+
+INTERFACE = "admission"
+VERSION = "v1"
+
+
+@dataclass
+class AdmissionRequest:
+    operation: str  # CREATE | UPDATE | DELETE | CONNECT
+    resource: ResourceType
+    subresource: str
+    namespace: str
+    name: str
+    #: The object as it will be stored (mutable for mutating plugins); None for DELETE.
+    object: dict[str, Any] | None
+    old_object: dict[str, Any] | None
+    user: UserInfo
+    dry_run: bool = False
+
+
+class AdmissionPlugin(Protocol):
+    name: str
+
+    async def mutate(self, request: AdmissionRequest) -> None:
+        """Change ``request.object`` in place, or do nothing."""
+
+    async def validate(self, request: AdmissionRequest) -> None:
+        """Raise errors.Invalid or errors.Forbidden to deny; return to admit."""
