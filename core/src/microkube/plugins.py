@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "microkube.store.plugin",
     "microkube.apiserver.builtin",
     "microkube.apiserver.authplugin",
+    "microkube.apiserver.crds",
 )
 
 #: Entry points whose names start with this are microkube's own (never blocked by the allow-list).

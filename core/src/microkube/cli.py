@@ -1,0 +1,219 @@
+"""The ``microkube`` command.
+
+Every failure the user can cause (a wrong flag, an unwritable data dir, a port in use, a corrupt
+store) ends in one line on stderr naming the problem and the fix, and a non-zero exit; stored data is
+never touched on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from microkube_interfaces import errors
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one line, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("MICROKUBE_DATA_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/microkube")
+    return Path.home() / ".local" / "share" / "microkube"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--listen {value!r} must be HOST:PORT, e.g. 127.0.0.1:6443")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--listen {value!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"--listen {value!r}: port must be between 0 and 65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise argparse.ArgumentTypeError(
+                f"--listen {value!r}: host must be an IP address (or localhost)") from None
+    return host, port
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CLIError(f"microkube: {message} (see microkube {self.prog.split()[-1]} --help)", EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="microkube", description="Kubernetes rebuilt in Python as a plugin-based microkernel.")
+    parser.add_argument("--log-level", default=os.environ.get("MICROKUBE_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def server_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data-dir", type=Path, default=None,
+                         help="state directory: store, PKI, kubeconfig (default /var/lib/microkube as root)")
+        sub.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 6443), metavar="HOST:PORT",
+                         help="address of the HTTPS API (default 127.0.0.1:6443)")
+        sub.add_argument("--store", default=None, metavar="URL",
+                         help="store URL: sqlite:///path (default DATA_DIR/state.db) or memory://")
+        sub.add_argument("--advertise-host", action="append", default=[], metavar="HOST",
+                         help="extra host name or IP for the serving certificate (repeatable)")
+        sub.add_argument("--no-autoload", action="store_true",
+                         help="load only built-in plugins (and those named by MICROKUBE_PLUGINS)")
+
+    server_options(commands.add_parser("server", help="run the control plane (API server and store)"))
+    server_options(commands.add_parser(
+        "up", help="bring up a one-machine cluster on the embedded defaults (for now: the control plane)"))
+    plugins = commands.add_parser("plugins", help="list the loaded plugins")
+    plugins.add_argument("--no-autoload", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except CLIError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except argparse.ArgumentTypeError as exc:
+        raise CLIError(f"microkube: {exc}", EXIT_USAGE) from None
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "plugins":
+        return _plugins(args)
+    return _serve(args)
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from microkube.plugins import Plugins
+
+    try:
+        loaded = Plugins(autoload=False if args.no_autoload else None).loaded()
+    except errors.PluginError as exc:
+        raise CLIError(f"microkube: {exc}") from None
+    rows = [("NAME", "DISTRIBUTION", "VERSION", "INTERFACES")]
+    for plugin in loaded:
+        interfaces = ",".join(f"{k}/{'|'.join(v)}" for k, v in sorted(plugin.interfaces.items())) or "-"
+        rows.append((plugin.name, plugin.distribution or "-", plugin.version or "-", interfaces))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _prepare_data_dir(path: Path) -> Path:
+    path = path.expanduser().absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise CLIError(f"microkube: cannot create data dir {path}: {exc.strerror}; choose a writable --data-dir") \
+            from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CLIError(f"microkube: data dir {path} is not writable; fix its permissions or choose another "
+                       "--data-dir")
+    return path
+
+
+def _check_port(host: str, port: int) -> None:
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CLIError(f"microkube: {host}:{port} is already in use; stop the other process or choose "
+                               "another --listen address") from None
+            raise CLIError(f"microkube: cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    data_dir = _prepare_data_dir(args.data_dir or default_data_dir())
+    host, port = args.listen
+    _check_port(host, port)
+    store_url = args.store or f"sqlite:///{data_dir / 'state.db'}"
+    try:
+        return asyncio.run(_run_server(data_dir, host, port, store_url, args))
+    except errors.MicrokubeError as exc:
+        raise CLIError(f"microkube: {exc}") from None
+
+
+async def _run_server(data_dir: Path, host: str, port: int, store_url: str, args: argparse.Namespace) -> int:
+    from microkube.apiserver.kubeconfig import write_kubeconfig
+    from microkube.apiserver.pki import ensure_pki
+    from microkube.apiserver.server import APIServer
+    from microkube.plugins import Plugins
+    from microkube.store import open_store
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    plugins = Plugins(autoload=False if args.no_autoload else None)
+    store = open_store(plugins.registrar, store_url)
+    hosts = sorted({host, "127.0.0.1", "localhost", *args.advertise_host})
+    pki = ensure_pki(data_dir, hosts)
+    settings = ServerSettings(data_dir=str(data_dir), options={"store": store_url})
+    server = APIServer(plugins=plugins, store=store, settings=settings, sa_key_path=pki.sa_key, host=host,
+                       port=port, ssl_context=pki.server_ssl_context())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+    except OSError as exc:
+        await store.close()
+        raise CLIError(f"microkube: cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+    except BaseException:
+        await store.close()
+        raise
+    kubeconfig = data_dir / "kubeconfig"
+    client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url_host = f"[{client_host}]" if ":" in client_host else client_host
+    write_kubeconfig(kubeconfig, f"https://{url_host}:{server.port}", pki)
+    print(f"microkube API server ready at https://{url_host}:{server.port}; "
+          f"export KUBECONFIG={kubeconfig}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+        await store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
