@@ -1,0 +1,155 @@
+"""microkube's test kit: run a real ``microkube server`` process and drive it with real clients.
+
+Use it as a pytest plugin (``pytest_plugins = ["microkube.testing"]``). ``ServerProcess`` starts the
+actual command in a fresh data dir on a free loopback port and waits until it serves; ``Kubectl`` runs
+the machine's kubectl 1.32 against it with its discovery and HTTP caches isolated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+KUBECTL_CANDIDATES = ("/usr/lib/google-cloud-sdk/bin/kubectl.1.32", "kubectl")
+READY_MARKER = "microkube API server ready at "
+
+
+def find_kubectl() -> str | None:
+    for candidate in KUBECTL_CANDIDATES:
+        path = candidate if os.path.isabs(candidate) else shutil.which(candidate)
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+@dataclass
+class ServerProcess:
+    """A ``microkube server`` child process."""
+
+    data_dir: Path
+    store: str = ""
+    extra_args: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[str] | None = None
+    url: str = ""
+    log_path: Path | None = None
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig"
+
+    def command(self) -> list[str]:
+        args = [sys.executable, "-m", "microkube.cli", "server", "--data-dir", str(self.data_dir),
+                "--listen", f"127.0.0.1:{self.port}"]
+        if self.store:
+            args += ["--store", self.store]
+        return [*args, *self.extra_args]
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir / "server.log"
+        env = {**os.environ, "MICROKUBE_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONUNBUFFERED": "1", **self.env}
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            if READY_MARKER in line:
+                self.url = line.split(READY_MARKER, 1)[1].split(";", 1)[0].strip()
+                self.port = int(self.url.rsplit(":", 1)[1])
+                return self
+        self.stop()
+        raise RuntimeError(f"microkube server did not become ready; log:\n{self.log_path.read_text()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> ServerProcess:
+        self.stop()
+        return self.start()
+
+
+@dataclass
+class Kubectl:
+    """The real kubectl, isolated: its own HOME and cache dir, pointed at one server."""
+
+    binary: str
+    kubeconfig: Path
+    home: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "KUBECONFIG": str(self.kubeconfig),
+            "KUBECACHEDIR": str(self.home / "cache"),
+            "NO_PROXY": "*",
+        }
+
+    def run(self, *args: str, input: str | None = None, check: bool = True,
+            timeout: float = 60.0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([self.binary, *args], input=input, capture_output=True, text=True,
+                                timeout=timeout, env={**self.env(), **(env or {})})
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n"
+                                 f"stdout: {result.stdout}\nstderr: {result.stderr}")
+        return result
+
+    def __call__(self, *args: str, **kwargs: Any) -> str:
+        return self.run(*args, **kwargs).stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.run(*args, "-o", "json").stdout)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([self.binary, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env())
+
+
+@pytest.fixture(scope="module")
+def microkube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real ``microkube server`` on SQLite, one per test module."""
+    server = ServerProcess(tmp_path_factory.mktemp("microkube")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kubectl(microkube_server: ServerProcess, tmp_path: Path) -> Kubectl:
+    binary = find_kubectl()
+    if binary is None:
+        pytest.fail("kubectl 1.32 is not installed; .ci/run installs it")
+    return Kubectl(binary, microkube_server.kubeconfig, tmp_path / "kubectl-home")
