@@ -1,4 +1,4 @@
-"""Cross-package test fixtures: the network guard, and a real microkube server with real clients."""
+"""Fixtures for every test in the repository: the network guard, and the real-server test kit."""
 
 from __future__ import annotations
 
