@@ -87,8 +87,9 @@ class ObjectStore:
         self.store = store
         self.cache = cache
         self.admission = admission
-        #: Kind-specific steps on create (cluster IP allocation, …), keyed by (group, kind).
-        self.on_create: dict[tuple[str, str], Callable[[dict[str, Any]], Awaitable[None]]] = {}
+        #: Kind-specific steps before a create or update is admitted (cluster IP allocation, …),
+        #: keyed by (group, kind); called with the new object and the old one (None on create).
+        self.before_write: dict[tuple[str, str], Callable[[dict[str, Any], dict[str, Any] | None], None]] = {}
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -134,9 +135,7 @@ class ObjectStore:
         if generated:
             meta["name"] = self._generate_name(meta["generateName"])
         served.strategy.default(obj)
-        hook = self.on_create.get((r.group, r.kind))
-        if hook is not None:
-            await hook(obj)
+        self._before_write(served, obj, None)
         await self._admit("CREATE", served, obj, None, opts)
         self._record_manager(served, None, obj, opts)
         for attempt in range(MAX_RETRIES):
@@ -208,6 +207,17 @@ class ObjectStore:
             detail = ", ".join(f'unknown field "{p}"' for p in paths)
             raise bad_request(f"strict decoding error: {detail}")
         opts.warnings.extend(f'unknown field "{p}"' for p in paths)
+
+    def _before_write(self, served: Served, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        hook = self.before_write.get((served.resource.group, served.resource.kind))
+        if hook is None:
+            return
+        try:
+            hook(obj, old)
+        except errors.MicrokubeError as exc:
+            r = served.resource
+            raise from_error(exc, plural=r.plural, name=obj["metadata"].get("name", ""), group=r.group,
+                             kind=r.kind) from None
 
     async def _admit(self, operation: str, served: Served, obj: dict[str, Any] | None,
                      old: dict[str, Any] | None, opts: WriteOptions, subresource: str = "") -> None:
@@ -377,6 +387,8 @@ class ObjectStore:
                 raise conflict(r.plural, name, r.group)
             new = await produce(copy.deepcopy(current))
             new = self._prepare_update(served, current, new, subresource)
+            if not subresource:
+                self._before_write(served, new, current)
             if new == current:
                 return current  # a no-op write changes nothing and emits no event
             await self._admit("UPDATE", served, new, current, opts, subresource)

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from microkube.apiserver.allocators import ServiceAllocator
 from microkube.apiserver.catalog import ResourceCatalog
 from microkube.apiserver.crds import CustomResources
 from microkube.apiserver.handlers import Handlers
@@ -57,6 +58,7 @@ class APIServer:
             self.catalog.add(registration.resource, registration.strategy)
         self.cache = WatchCache(store)
         self.objects = ObjectStore(store, self.cache, plugins.admission_plugins(settings))
+        self.objects.before_write[("", "Service")] = ServiceAllocator(self.cache).allocate
         self.authenticators = plugins.authenticators(settings)
         self.authorizer = plugins.authorizer(settings)
         self.token_issuer = TokenIssuer(sa_key_path)
