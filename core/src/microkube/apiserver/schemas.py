@@ -40,7 +40,7 @@ def _definition(name: str) -> dict[str, Any]:
     return load_definitions()[name]
 
 
-def _resolve(node: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+def resolve_schema(node: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(definition name or "", schema node) with ``$ref`` / single ``allOf`` followed."""
     name = ""
     while True:
@@ -65,7 +65,7 @@ def unknown_fields(obj: Any, root_schema: dict[str, Any]) -> list[str]:
 
 
 def _unknown(value: Any, schema: dict[str, Any], path: str, found: list[str]) -> None:
-    name, node = _resolve(schema)
+    name, node = resolve_schema(schema)
     if _free(name, node) or name in (INT_OR_STRING, QUANTITY) or name in TIME:
         return
     if isinstance(value, dict):
@@ -114,7 +114,7 @@ def type_errors(obj: Any, root_schema: dict[str, Any]) -> list[FieldError]:
 
 
 def _type_check(value: Any, schema: dict[str, Any], path: str, found: list[FieldError]) -> None:
-    name, node = _resolve(schema)
+    name, node = resolve_schema(schema)
     if _free(name, node) or value is None:
         return
     if name == INT_OR_STRING:
