@@ -249,7 +249,9 @@ def _prune_empty(obj: Any, path: Path) -> None:
     """After removing a field, drop the containers it leaves empty (up to the top level)."""
     for depth in range(len(path) - 1, 0, -1):
         found, node = _lookup(obj, path[:depth])
-        if found and isinstance(node, dict | list) and not node:
+        if not found:
+            continue
+        if isinstance(node, dict | list) and not node:
             _remove(obj, path[:depth])
         else:
             return
