@@ -8,6 +8,7 @@ import orjson
 import yaml
 
 from microkube.apiserver.status import ApiError
+from microkube_interfaces import errors
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -71,7 +72,12 @@ def decode_object(body: bytes, content_type: str | None) -> dict[str, Any]:
     elif mt == PROTOBUF:
         from microkube.apiserver import protobuf
 
-        obj = protobuf.decode(body)
+        try:
+            obj = protobuf.decode(body)
+        except errors.Invalid as exc:
+            raise ApiError(400, "BadRequest", str(exc)) from None
+        except errors.Unsupported as exc:
+            raise ApiError(415, "UnsupportedMediaType", str(exc)) from None
     else:
         raise ApiError(
             415, "UnsupportedMediaType",
