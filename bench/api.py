@@ -120,6 +120,7 @@ async def watch_fanout(url: str, ssl: Any, watchers: int, changes: int) -> list[
     latencies: list[float] = []
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
         async with session.post(f"{url}/api/v1/namespaces/{NAMESPACE}/configmaps",
+                                headers={"Content-Type": "application/json"},
                                 data=orjson.dumps({"metadata": {"name": "fanout"}, "data": {"n": "0"}})) as r:
             rv = (await r.json())["metadata"]["resourceVersion"]
         sent: dict[str, float] = {}
@@ -169,7 +170,7 @@ async def main(args: argparse.Namespace) -> None:
         try:
             url, ssl = client_ssl_context(server.kubeconfig)
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl)) as session:
-                async with session.post(f"{url}/api/v1/namespaces",
+                async with session.post(f"{url}/api/v1/namespaces", headers={"Content-Type": "application/json"},
                                         data=orjson.dumps({"metadata": {"name": NAMESPACE}})) as r:
                     assert r.status == 201, await r.text()
             rate = await concurrent_creates(url, ssl, args.creates, 8)

@@ -154,7 +154,7 @@ def test_create_apply_diff_patch(kubectl: Kubectl, tmp_path: Path) -> None:
     assert live["metadata"]["generation"] == 2
     kubectl("patch", "deployment", "web", "-n", "apply", "--type=merge", "-p", '{"spec":{"replicas":3}}')
     kubectl("patch", "deployment", "web", "-n", "apply", "--type=json",
-            "-p", '[{"op":"replace","path":"/spec/minReadySeconds","value":5}]')
+            "-p", '[{"op":"add","path":"/spec/minReadySeconds","value":5}]')
     kubectl("patch", "deployment", "web", "-n", "apply", "--type=strategic",
             "-p", '{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox"}]}}}}')
     live = kubectl.json("get", "deployment", "web", "-n", "apply")
@@ -173,7 +173,7 @@ def test_server_side_apply_and_conflicts(kubectl: Kubectl) -> None:
     kubectl("create", "namespace", "ssa")
     out = apply_text(kubectl, DEPLOYMENT, "-n", "ssa", "--server-side")
     assert "serverside-applied" in out
-    live = kubectl.json("get", "deployment", "web", "-n", "ssa")
+    live = kubectl.json("get", "deployment", "web", "-n", "ssa", "--show-managed-fields")
     managers = {m["manager"] for m in live["metadata"]["managedFields"]}
     assert "kubectl" in managers
     kubectl("scale", "deployment", "web", "-n", "ssa", "--replicas=5")
@@ -278,11 +278,11 @@ def test_kubeconfig_is_private(microkube_server) -> None:  # type: ignore[no-unt
     assert mode == 0o600
 
 
-def test_anonymous_requests_get_401(kubectl: Kubectl, tmp_path: Path) -> None:
+def test_bad_token_gets_401(kubectl: Kubectl, tmp_path: Path) -> None:
     config = yaml.safe_load(kubectl.kubeconfig.read_text())
-    config["users"][0]["user"] = {}
-    anonymous = tmp_path / "anonymous"
-    anonymous.write_text(yaml.safe_dump(config))
-    result = kubectl.run("get", "pods", env={"KUBECONFIG": str(anonymous)}, check=False)
+    config["users"][0]["user"] = {"token": "not-a-valid-token"}
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text(yaml.safe_dump(config))
+    result = kubectl.run("get", "pods", env={"KUBECONFIG": str(wrong)}, check=False)
     assert result.returncode != 0
-    assert "Unauthorized" in result.stderr or "credentials" in result.stderr
+    assert "must be logged in to the server" in result.stderr

@@ -72,7 +72,7 @@ def test_typed_deployment_and_service(api: client.ApiClient, namespace: str) -> 
     assert deployment.spec.template.spec.containers[0].image_pull_policy == "IfNotPresent"
     service = core.create_namespaced_service(namespace, client.V1Service(
         metadata=client.V1ObjectMeta(name="web"),
-        spec=client.V1ServiceSpec(selector={"app": "web"}, ports=[client.V1ServicePort(port=80)])))
+        spec=client.V1ServiceSpec(selector={"app": "web"}, ports=[client.V1ServicePort(port=80, name="a")])))
     assert service.status is not None
     patched = core.patch_namespaced_service("web", namespace, {"spec": {"ports": [{"port": 81, "name": "b"}]}})
     assert sorted(p.port for p in patched.spec.ports) == [80, 81]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 import signal
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.e2e
 
 async def _session(server: ServerProcess) -> tuple[str, aiohttp.ClientSession]:
     url, ssl = client_ssl_context(server.kubeconfig)
-    return url, aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl, limit=16))
+    return url, aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl, limit=16),
+                                      headers={"Content-Type": "application/json"})
 
 
 async def test_kill_9_keeps_every_acknowledged_write(tmp_path: Path) -> None:
@@ -68,7 +70,7 @@ async def test_concurrent_updates_exactly_one_wins(microkube_server: ServerProce
 
         async def update(i: int) -> int:
             body = json.loads(json.dumps(base))
-            body["data"]["v"] = str(i)
+            body["data"]["v"] = str(i + 1)  # every update changes the object: none is a no-op
             async with session.put(f"{url}/api/v1/namespaces/default/configmaps/race",
                                    data=orjson.dumps(body)) as response:
                 await response.read()
@@ -187,3 +189,16 @@ def test_second_start_on_same_data_dir_keeps_objects(tmp_path: Path) -> None:
         assert asyncio.run(read()) == 200
     finally:
         server.stop()
+
+
+async def test_anonymous_requests_get_401_but_health_answers(microkube_server: ServerProcess) -> None:
+    url, context = client_ssl_context(microkube_server.kubeconfig)
+    anonymous = ssl.create_default_context(cafile=str(microkube_server.data_dir / "pki" / "ca.crt"))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=anonymous)) as session:
+        async with session.get(f"{url}/api/v1/namespaces") as response:
+            assert response.status == 401
+            status = await response.json()
+            assert status["reason"] == "Unauthorized"
+        async with session.get(f"{url}/healthz") as response:
+            assert response.status == 200
+    del context

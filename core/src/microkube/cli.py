@@ -167,7 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
     data_dir = _prepare_data_dir(args.data_dir or default_data_dir())
     host, port = args.listen
     _check_port(host, port)
-    store_url = args.store or f"sqlite:///{data_dir / 'state.db'}"
+    store_url = args.store or f"sqlite://{data_dir / 'state.db'}"
     try:
         return asyncio.run(_run_server(data_dir, host, port, store_url, args))
     except errors.MicrokubeError as exc:

@@ -193,7 +193,7 @@ class Handlers:
         if verb == "create":
             if info.name:
                 raise ApiError(405, "MethodNotAllowed", "POST is not allowed on a named object; use PUT or PATCH")
-            opts = self._write_options(request, user)
+            opts = self.write_options(request, user)
             body = await request.read()
             obj = codec.decode_object(body, request.headers.get("Content-Type"))
             if r.kind in REVIEW_KINDS:
@@ -203,13 +203,13 @@ class Handlers:
             await self._settle(served, created, opts)
             return self._object_response(request, served, created, 201, opts.warnings)
         if verb == "update":
-            opts = self._write_options(request, user)
+            opts = self.write_options(request, user)
             obj = codec.decode_object(await request.read(), request.headers.get("Content-Type"))
             updated = await self.server.objects.update(served, namespace, info.name, obj, opts, info.subresource)
             await self._settle(served, updated, opts)
             return self._object_response(request, served, updated, 200, opts.warnings)
         if verb == "patch":
-            opts = self._write_options(request, user)
+            opts = self.write_options(request, user)
             force = _bool(request.query, "force")
             if force and codec.media_type(request.content_type) != codec.APPLY_PATCH_YAML:
                 raise bad_request("force is only allowed with server-side apply (application/apply-patch+yaml)")
@@ -220,7 +220,7 @@ class Handlers:
             await self._settle(served, patched, opts)
             return self._object_response(request, served, patched, 201 if created else 200, opts.warnings)
         if verb == "delete":
-            opts = self._write_options(request, user)
+            opts = self.write_options(request, user)
             options = await self._delete_options(request)
             opts.dry_run = options.dry_run
             obj = await self.server.objects.delete(served, namespace, info.name, options, opts)
@@ -289,7 +289,7 @@ class Handlers:
 
     # -- options ---------------------------------------------------------------------------------
 
-    def _write_options(self, request: web.Request, user: UserInfo) -> WriteOptions:
+    def write_options(self, request: web.Request, user: UserInfo) -> WriteOptions:
         query = request.query
         dry_run = query.getall("dryRun", [])
         for value in dry_run:

@@ -161,6 +161,8 @@ class ObjectStore:
     @staticmethod
     def _check_type(served: Served, obj: dict[str, Any]) -> None:
         r = served.resource
+        if not isinstance(obj.get("metadata", {}), dict):
+            raise bad_request("metadata must be an object")
         api_version = obj.get("apiVersion")
         kind = obj.get("kind")
         if api_version and api_version != r.group_version:
@@ -293,7 +295,10 @@ class ObjectStore:
             else:
                 def apply_fn(cur: dict[str, Any]) -> dict[str, Any]:
                     return patches.merge_patch(cur, document)
-            wanted_rv = str((document.get("metadata") or {}).get("resourceVersion") or "")
+            patch_meta = document.get("metadata")
+            if patch_meta is not None and not isinstance(patch_meta, dict):
+                raise bad_request("metadata in the patch must be an object")
+            wanted_rv = str((patch_meta or {}).get("resourceVersion") or "")
         elif patch_type == APPLY_PATCH_YAML:
             applied = decode_yaml(body)
             if not isinstance(applied, dict):

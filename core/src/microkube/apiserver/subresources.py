@@ -108,8 +108,7 @@ class Subresources:
             raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on scale")
         body = await request.read()
         content_type = codec.media_type(request.headers.get("Content-Type"))
-        opts = WriteOptions(user=user, dry_run=bool(request.query.getall("dryRun", [])),
-                            field_manager=request.query.get("fieldManager") or "")
+        opts = self.server.handlers.write_options(request, user)
         wanted: list[str] = []
 
         async def produce(current: dict[str, Any]) -> dict[str, Any]:

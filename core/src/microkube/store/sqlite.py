@@ -109,6 +109,8 @@ class SqliteStore:
         raw = (parts.netloc + parts.path) if parts.netloc else parts.path
         if not raw:
             raise errors.Invalid.field("store", f"{url!r} names no file; use sqlite:///absolute/path.db")
+        if raw.startswith("/"):
+            raw = "/" + raw.lstrip("/")  # sqlite:////abs and sqlite:///abs name the same file
         options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         return Path(raw), options
 
@@ -132,7 +134,7 @@ class SqliteStore:
                                        "file); it was left untouched: restore it from a backup or point --store "
                                        "at another file")
             try:
-                probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                probe = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
                 try:
                     probe.execute("PRAGMA quick_check(1)").fetchone()
                     probe.execute("SELECT name FROM sqlite_master").fetchall()
