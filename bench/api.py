@@ -44,7 +44,7 @@ def pod(name: str) -> dict[str, Any]:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def create(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> None:
