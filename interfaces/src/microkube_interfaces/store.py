@@ -12,6 +12,7 @@ point was asked for: the caller relists). Backends are selected by URL scheme th
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class Store(Protocol):
         Returns the deleted value with ``mod_revision`` set to the deletion's revision.
         """
 
-    def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
+    def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[builtins.list[WatchEvent]]:
         """Events under ``prefix`` with revision >= ``start_revision``, in revision order, in batches.
 
         History from ``start_revision`` is replayed first, then live events follow without gaps.

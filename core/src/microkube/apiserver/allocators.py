@@ -14,7 +14,7 @@ from typing import Any
 from microkube.apiserver.watchcache import WatchCache
 from microkube_interfaces import errors
 
-SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
+SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/12")
 NODE_PORT_RANGE = range(30000, 32768)
 SERVICES_PREFIX = "/registry/services/"
 

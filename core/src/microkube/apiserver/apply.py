@@ -313,8 +313,9 @@ def apply(live: dict[str, Any] | None, applied: dict[str, Any], *, manager: str,
                           e.get("operation") == "Apply"), None)
         if old_entry is not None:
             own["time"] = old_entry.get("time", now)
-    result.setdefault("metadata", {})["managedFields"] = [own, *kept]
-    return result
+    merged: dict[str, Any] = result
+    merged.setdefault("metadata", {})["managedFields"] = [own, *kept]
+    return merged
 
 
 def update_managed_fields(old: dict[str, Any] | None, new: dict[str, Any], *, manager: str, operation: str,

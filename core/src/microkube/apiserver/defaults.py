@@ -19,7 +19,7 @@ NOT_READY_TOLERATIONS = (
 )
 
 
-def _probe(probe: Obj | None) -> None:
+def _probe(probe: Any) -> None:
     if not isinstance(probe, dict):
         return
     probe.setdefault("timeoutSeconds", 1)
@@ -41,7 +41,7 @@ def _image_pull_policy(image: str) -> str:
     return "Always" if tag in ("", "latest") else "IfNotPresent"
 
 
-def _container(container: Obj) -> None:
+def _container(container: Any) -> None:
     if not isinstance(container, dict):
         return
     container.setdefault("terminationMessagePath", "/dev/termination-log")
@@ -65,7 +65,7 @@ def _container(container: Obj) -> None:
         _probe(container.get(probe))
 
 
-def _volume(volume: Obj) -> None:
+def _volume(volume: Any) -> None:
     if not isinstance(volume, dict):
         return
     for source in ("configMap", "secret"):
@@ -79,7 +79,7 @@ def _volume(volume: Obj) -> None:
         volume["hostPath"].setdefault("type", "")
 
 
-def pod_spec(spec: Obj) -> None:
+def pod_spec(spec: Any) -> None:
     """PodSpec defaults, shared by Pods and every pod template."""
     if not isinstance(spec, dict):
         return
@@ -244,7 +244,7 @@ def _daemonset(obj: Obj) -> None:
     _pod_template(obj)
 
 
-def _job_spec(spec: Obj) -> None:
+def _job_spec(spec: Any) -> None:
     if not isinstance(spec, dict):
         return
     if spec.get("completions") is None and spec.get("parallelism") is None:

@@ -97,7 +97,7 @@ class Handlers:
         info: RequestInfo | None = None
         code = 500
         try:
-            info = parse(request.method, request.path, request.query)
+            info = parse(request.method, request.path, request.query)  # type: ignore[arg-type]
             user = await self._authenticate(request)
             await self._authorize(user, info)
             response = await self._dispatch(request, info, user)
@@ -213,12 +213,12 @@ class Handlers:
             force = _bool(request.query, "force")
             if force and codec.media_type(request.content_type) != codec.APPLY_PATCH_YAML:
                 raise bad_request("force is only allowed with server-side apply (application/apply-patch+yaml)")
-            patched, created = await self.server.objects.patch(
+            patched, was_created = await self.server.objects.patch(
                 served, namespace, info.name, codec.media_type(request.headers.get("Content-Type")),
                 await request.read(), opts, info.subresource, force,
             )
             await self._settle(served, patched, opts)
-            return self._object_response(request, served, patched, 201 if created else 200, opts.warnings)
+            return self._object_response(request, served, patched, 201 if was_created else 200, opts.warnings)
         if verb == "delete":
             opts = self.write_options(request, user)
             options = await self._delete_options(request)
@@ -324,7 +324,7 @@ class Handlers:
             raise bad_request(f'propagationPolicy must be one of "Orphan", "Background" or "Foreground", '
                               f'not "{policy}"')
         pre = body.get("preconditions") or {}
-        dry_run = body.get("dryRun") or query.getall("dryRun", [])
+        dry_run: list[str] = list(body.get("dryRun") or query.getall("dryRun", None) or [])
         for value in dry_run:
             if value != "All":
                 raise bad_request(f'unsupported dryRun value "{value}": the only supported value is "All"')
@@ -434,8 +434,7 @@ class Handlers:
                     "items": [orjson.loads(raw) for raw in raws]}
             return web.Response(body=codec.encode(body, as_yaml=True), content_type=codec.YAML)
         head = orjson.dumps({"kind": list_kind, "apiVersion": served.api_version, "metadata": meta})
-        body = head[:-1] + b',"items":[' + b",".join(raws) + b"]}"
-        return web.Response(body=body, content_type=codec.JSON)
+        return web.Response(body=head[:-1] + b',"items":[' + b",".join(raws) + b"]}", content_type=codec.JSON)
 
     async def _wait_cache(self, revision: int) -> None:
         try:

@@ -224,9 +224,9 @@ class Lifecycle:
             if not remaining:
                 break
             await asyncio.sleep(POLL_SECONDS)
-        entry = self.server.cache.cache_for(NAMESPACE_PREFIX).entries.get(f"{NAMESPACE_PREFIX}{namespace}")
-        if entry is None:
+        ns_entry = self.server.cache.cache_for(NAMESPACE_PREFIX).entries.get(f"{NAMESPACE_PREFIX}{namespace}")
+        if ns_entry is None:
             return
-        finalizers = [f for f in (entry.obj().get("spec") or {}).get("finalizers") or [] if f != "kubernetes"]
+        finalizers = [f for f in (ns_entry.obj().get("spec") or {}).get("finalizers") or [] if f != "kubernetes"]
         with contextlib.suppress(ApiError):
             await self.server.subresources.finalize_namespace(namespaces, namespace, finalizers, GC_USER)

@@ -294,7 +294,7 @@ class ObjectStore:
                     return patches.strategic_merge_patch(cur, document, schema)
             else:
                 def apply_fn(cur: dict[str, Any]) -> dict[str, Any]:
-                    return patches.merge_patch(cur, document)
+                    return patches.merge_patch(cur, document)  # type: ignore[no-any-return]
             patch_meta = document.get("metadata")
             if patch_meta is not None and not isinstance(patch_meta, dict):
                 raise bad_request("metadata in the patch must be an object")

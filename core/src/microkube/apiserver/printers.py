@@ -363,7 +363,7 @@ def _runtimeclass_cells(obj: Object) -> list[Any]:
 
 
 def _revision_cells(obj: Object) -> list[Any]:
-    owner = next(iter((obj.get("metadata") or {}).get("ownerReferences") or []), {})
+    owner: dict[str, Any] = next(iter((obj.get("metadata") or {}).get("ownerReferences") or []), {})
     controller = f"{owner.get('kind', '').lower()}.{owner.get('apiVersion', '').split('/')[0]}/{owner.get('name')}" \
         if owner else "<none>"
     return [obj["metadata"].get("name", ""), controller, obj.get("revision", 0), age(obj)]

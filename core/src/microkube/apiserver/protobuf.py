@@ -80,7 +80,7 @@ class _Reader:
 
     def fields(self) -> list[tuple[int, int, Any]]:
         """All (number, wire type, raw value) of one message; bytes for length-delimited values."""
-        out = []
+        out: list[tuple[int, int, Any]] = []
         data = self.data
         while self.pos < len(data):
             key = self.varint()

@@ -439,7 +439,7 @@ def _job_spec(errs: Errors, spec: Obj, path: str) -> None:
 
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 _CRON_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
-_CRON_NAMES = ({}, {}, {}, {m: i + 1 for i, m in enumerate(
+_CRON_NAMES: tuple[dict[str, int], ...] = ({}, {}, {}, {m: i + 1 for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))},
     {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))})
 
@@ -630,7 +630,7 @@ def _rbac_binding(errs: Errors, obj: Obj, old: Obj | None) -> None:
 def _priority_class(errs: Errors, obj: Obj, old: Obj | None) -> None:
     _metadata(errs, obj, label_name=False)
     value = obj.get("value")
-    if not _is_int(value):
+    if not isinstance(value, int) or isinstance(value, bool):
         errs.required("value")
     elif value > 1_000_000_000:
         errs.forbidden("value", "maximum allowed value of a user defined priority is 1000000000")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import bisect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ class MemoryStore:
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
-        self._log: list[_Row] = []  # ordered by revision
-        self._log_revisions: list[int] = []
-        self._rows: dict[str, list[_Row]] = {}
+        self._log: builtins.list[_Row] = []  # ordered by revision
+        self._log_revisions: builtins.list[int] = []
+        self._rows: dict[str, builtins.list[_Row]] = {}
         self._revision = 0
         self._compacted = 0
         self._changed = asyncio.Condition()
@@ -43,7 +44,7 @@ class MemoryStore:
         return revision or self._revision
 
     @staticmethod
-    def _at(rows: list[_Row], revision: int) -> _Row | None:
+    def _at(rows: builtins.list[_Row], revision: int) -> _Row | None:
         index = bisect.bisect_right([r.revision for r in rows], revision) - 1
         return rows[index] if index >= 0 else None
 
@@ -57,7 +58,7 @@ class MemoryStore:
     async def list(self, prefix: str, *, revision: int = 0, limit: int = 0, start_after: str = "") -> ListResult:
         revision = self._check_revision(revision)
         keys = sorted(k for k in self._rows if k.startswith(prefix) and k > start_after)
-        items: list[KeyValue] = []
+        items: builtins.list[KeyValue] = []
         for key in keys:
             row = self._at(self._rows[key], revision)
             if row is None or row.deleted:
@@ -111,7 +112,7 @@ class MemoryStore:
 
     # -- watch -----------------------------------------------------------------------------------
 
-    def _events_after(self, revision: int, prefix: str) -> tuple[list[WatchEvent], int]:
+    def _events_after(self, revision: int, prefix: str) -> tuple[builtins.list[WatchEvent], int]:
         """Events after ``revision``, and the revision to continue after."""
         events = []
         position = bisect.bisect_right(self._log_revisions, revision)
@@ -134,7 +135,7 @@ class MemoryStore:
         prev = rows[index - 1]
         return KeyValue(prev.key, prev.value, prev.create_revision, prev.revision)
 
-    async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
+    async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[builtins.list[WatchEvent]]:
         if start_revision and start_revision <= self._compacted:
             raise errors.Expired(f"required revision {start_revision} has been compacted "
                                  f"(compacted at {self._compacted})")
@@ -160,7 +161,7 @@ class MemoryStore:
         if revision <= self._compacted:
             return
         revision = min(revision, self._revision)
-        keep: list[_Row] = []
+        keep: builtins.list[_Row] = []
         for key, rows in list(self._rows.items()):
             latest_old = self._at(rows, revision)
             kept = [r for r in rows if r.revision > revision or (r is latest_old and not r.deleted)]

@@ -15,6 +15,7 @@ without gap or duplicate. A background task compacts old revisions and keeps the
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -72,7 +73,7 @@ class _Write:
 @dataclass(eq=False)
 class _Watch:
     prefix: str
-    queue: asyncio.Queue[list[WatchEvent] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[builtins.list[WatchEvent] | None] = field(default_factory=asyncio.Queue)
 
 
 class SqliteStore:
@@ -307,7 +308,7 @@ class SqliteStore:
         write.event = WatchEvent(EventType.DELETE if deleted else EventType.PUT, kv, prev)
         write.result = kv if deleted else revision
 
-    def _deliver(self, batch: list[_Write]) -> None:
+    def _deliver(self, batch: builtins.list[_Write]) -> None:
         """On the event loop: acknowledge each write and hand committed events to watchers."""
         events = [w.event for w in batch if w.error is None and w.event is not None]
         if events:
@@ -327,7 +328,7 @@ class SqliteStore:
 
     # -- watch -----------------------------------------------------------------------------------
 
-    def _history(self, prefix: str, after: int, upto: int) -> list[WatchEvent]:
+    def _history(self, prefix: str, after: int, upto: int) -> builtins.list[WatchEvent]:
         rows = self._reader_db.execute(
             "SELECT id, name, deleted, create_revision, value FROM kv WHERE id > ? AND id <= ? AND name >= ? AND "
             "name < ? ORDER BY id",
@@ -336,7 +337,7 @@ class SqliteStore:
         return [WatchEvent(EventType.DELETE if deleted else EventType.PUT, KeyValue(name, value, create, rev))
                 for rev, name, deleted, create, value in rows]
 
-    async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[list[WatchEvent]]:
+    async def watch(self, prefix: str, *, start_revision: int) -> AsyncIterator[builtins.list[WatchEvent]]:
         self._start()
         if start_revision and start_revision <= self._compacted():
             raise errors.Expired(f"required revision {start_revision} has been compacted")
