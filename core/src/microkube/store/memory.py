@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
 import bisect
+import builtins
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
