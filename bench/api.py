@@ -169,10 +169,11 @@ async def main(args: argparse.Namespace) -> None:
         server = ServerProcess(Path(tmp)).start()
         try:
             url, ssl = client_ssl_context(server.kubeconfig)
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl)) as session:
-                async with session.post(f"{url}/api/v1/namespaces", headers={"Content-Type": "application/json"},
-                                        data=orjson.dumps({"metadata": {"name": NAMESPACE}})) as r:
-                    assert r.status == 201, await r.text()
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl)) as session, session.post(
+                f"{url}/api/v1/namespaces", headers={"Content-Type": "application/json"},
+                data=orjson.dumps({"metadata": {"name": NAMESPACE}}),
+            ) as r:
+                assert r.status == 201, await r.text()
             rate = await concurrent_creates(url, ssl, args.creates, 8)
             emit("creates_per_second_8_clients_sqlite", rate, "creates/s", target=">=2000", n=args.creates)
             latencies = await steady_latency(url, ssl, 50, args.steady_seconds)
