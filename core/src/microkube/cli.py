@@ -18,6 +18,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from microkube_interfaces import errors
 
@@ -169,9 +170,19 @@ def _serve(args: argparse.Namespace) -> int:
     _check_port(host, port)
     store_url = args.store or f"sqlite://{data_dir / 'state.db'}"
     try:
-        return asyncio.run(_run_server(data_dir, host, port, store_url, args))
+        code: int = _event_loop_runner()(_run_server(data_dir, host, port, store_url, args))
+        return code
     except errors.MicrokubeError as exc:
         raise CLIError(f"microkube: {exc}") from None
+
+
+def _event_loop_runner() -> Any:
+    """uvloop's loop where available (faster TLS and socket handling), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
 
 
 async def _run_server(data_dir: Path, host: str, port: int, store_url: str, args: argparse.Namespace) -> int:

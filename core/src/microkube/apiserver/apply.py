@@ -130,9 +130,30 @@ def _walk(value: Any, schema: dict[str, Any] | None, path: Path, out: dict[Path,
     out[path] = value
 
 
+def _tree(value: Any, schema: dict[str, Any] | None, node: dict[str, Any]) -> None:
+    """The FieldsV1 tree of ``value`` built in one walk (the same shape as _walk's paths)."""
+    if isinstance(value, dict) and not _atomic_map(schema) and value:
+        for key, item in value.items():
+            _tree(item, _child(schema, key), node.setdefault(f"f:{key}", {}))
+        return
+    if isinstance(value, list) and value:
+        kind, keys = _list_semantics(schema)
+        if kind == "map" and keys and all(isinstance(i, dict) for i in value):
+            items = _items(schema)
+            for item in value:
+                item_node = node.setdefault(f"k:{_item_key(item, keys)}", {})
+                item_node["."] = {}
+                for key, member in item.items():
+                    _tree(member, _child(items, key), item_node.setdefault(f"f:{key}", {}))
+            return
+        if kind == "set":
+            for item in value:
+                node[f"v:{orjson.dumps(item).decode()}"] = {}
+
+
 def _to_fields_v1(paths: set[Path] | dict[Path, Any]) -> dict[str, Any]:
     root: dict[str, Any] = {}
-    for path in sorted(paths):
+    for path in paths:
         node = root
         for element in path:
             node = node.setdefault(element, {})
@@ -322,13 +343,26 @@ def update_managed_fields(old: dict[str, Any] | None, new: dict[str, Any], *, ma
                           schema: dict[str, Any] | None, now: str) -> list[dict[str, Any]]:
     """Ownership after an ordinary write: the writer takes every field it changed."""
     body = {k: v for k, v in new.items() if k != "status"}
+    api_version = str(new.get("apiVersion", ""))
+    if old is None:  # a create: the writer owns every field
+        tree: dict[str, Any] = {}
+        _tree({k: v for k, v in body.items() if k not in ("apiVersion", "kind")}, schema, tree)
+        metadata = tree.get("f:metadata", {})
+        for ignored in IGNORED:
+            if len(ignored) == 2:
+                metadata.pop(ignored[1], None)
+        if not metadata:
+            tree.pop("f:metadata", None)
+        if not tree:
+            return []
+        return [{"manager": manager, "operation": operation, "apiVersion": api_version, "time": now,
+                 "fieldsType": "FieldsV1", "fieldsV1": tree}]
     new_fields = field_set(body, schema)
-    old_fields = field_set({k: v for k, v in (old or {}).items() if k != "status"}, schema) if old else {}
+    old_fields = field_set({k: v for k, v in old.items() if k != "status"}, schema)
     changed = {p for p, v in new_fields.items() if p not in old_fields or old_fields[p] != v}
     entries = _managers(old)
     live = set(new_fields)
     mine: set[Path] = set()
-    api_version = str(new.get("apiVersion", ""))
     result = []
     for entry in entries:
         paths = _entry_paths(entry) & live

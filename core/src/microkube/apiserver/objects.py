@@ -8,7 +8,9 @@ split, defaulting → admission → validation, managedFields, dry runs and grac
 from __future__ import annotations
 
 import copy
+import os
 import random
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,8 +38,29 @@ SYSTEM_METADATA = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGra
 MAX_RETRIES = 16
 
 
+_clock: tuple[int, str] = (0, "")
+_entropy = bytearray()
+
+
+def new_uid() -> str:
+    """A random (version 4) UUID; entropy is read from the OS in blocks, not one syscall per object."""
+    global _entropy
+    if len(_entropy) < 16:
+        _entropy = bytearray(os.urandom(4096))
+    raw = bytes(_entropy[:16])
+    del _entropy[:16]
+    return str(uuid.UUID(bytes=raw, version=4))
+
+
 def now_rfc3339(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 at second precision, as Kubernetes writes timestamps (the current second is cached)."""
+    global _clock
+    if now is not None:
+        return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    second = int(time.time())
+    if _clock[0] != second:
+        _clock = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _clock[1]
 
 
 @dataclass
@@ -122,7 +145,7 @@ class ObjectStore:
             meta.pop("namespace", None)
         for key in (*SYSTEM_METADATA, "resourceVersion", "selfLink"):
             meta.pop(key, None)
-        meta["uid"] = str(uuid.uuid4())
+        meta["uid"] = new_uid()
         meta["creationTimestamp"] = now_rfc3339()
         meta["generation"] = 1
         if r.has_status and r.kind not in ("CustomResourceDefinition",):
@@ -175,11 +198,16 @@ class ObjectStore:
 
     async def _check_namespace_open(self, namespace: str) -> None:
         """NamespaceLifecycle: no creates in a namespace that is missing or being deleted."""
-        kv = await self.store.get(f"/registry/namespaces/{namespace}")
-        if kv is None:
-            raise not_found("namespaces", namespace)
-        ns = orjson.loads(kv.value)
-        if ns.get("metadata", {}).get("deletionTimestamp"):
+        key = f"/registry/namespaces/{namespace}"
+        entry = self.cache.cache_for("/registry/namespaces/").entries.get(key)
+        if entry is not None:
+            deleting = entry.deleting
+        else:  # created a moment ago and not in the cache yet, or really missing
+            kv = await self.store.get(key)
+            if kv is None:
+                raise not_found("namespaces", namespace)
+            deleting = bool(orjson.loads(kv.value).get("metadata", {}).get("deletionTimestamp"))
+        if deleting:
             raise ApiError(403, "Forbidden",
                            f"unable to create new content in namespace {namespace} because it is being terminated",
                            name=namespace, kind="namespaces")
@@ -193,11 +221,9 @@ class ObjectStore:
             if removed and opts.field_validation != "Ignore":
                 self._unknown(served, obj, removed, opts)
             return
-        if opts.field_validation != "Ignore":
-            unknown = schemas.unknown_fields(obj, schema)
-            if unknown:
-                self._unknown(served, obj, unknown, opts)
-        type_errors = schemas.type_errors(obj, schema)
+        unknown, type_errors = schemas.inspect_fields(obj, schema)
+        if unknown and opts.field_validation != "Ignore":
+            self._unknown(served, obj, unknown, opts)
         if type_errors:
             name = obj.get("metadata", {}).get("name", "")
             raise from_error(errors.Invalid("type errors", type_errors), kind=served.resource.kind, name=name,

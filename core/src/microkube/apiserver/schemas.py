@@ -35,54 +35,25 @@ def _types(node: dict[str, Any]) -> set[str]:
     return {value} if isinstance(value, str) else set(value)
 
 
-@functools.lru_cache(maxsize=4096)
-def _definition(name: str) -> dict[str, Any]:
-    return load_definitions()[name]
-
-
 def resolve_schema(node: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(definition name or "", schema node) with ``$ref`` / single ``allOf`` followed."""
-    name = ""
-    while True:
-        if "$ref" in node:
-            name = ref_name(node["$ref"])
-            node = _definition(name)
-        elif "allOf" in node and len(node["allOf"]) == 1:
-            node = node["allOf"][0]
-        else:
-            return name, node
+    ref = node.get("$ref")
+    if ref is not None:
+        return _resolve_ref(ref)
+    if "allOf" in node and len(node["allOf"]) == 1:
+        return resolve_schema(node["allOf"][0])
+    return "", node
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve_ref(ref: str) -> tuple[str, dict[str, Any]]:
+    name = ref_name(ref)
+    target_name, node = resolve_schema(load_definitions()[name])
+    return target_name or name, node
 
 
 def _free(name: str, node: dict[str, Any]) -> bool:
     return name in FREE_FORM or bool(node.get("x-kubernetes-preserve-unknown-fields"))
-
-
-def unknown_fields(obj: Any, root_schema: dict[str, Any]) -> list[str]:
-    """JSON paths of fields the schema does not define (for fieldValidation Strict and Warn)."""
-    found: list[str] = []
-    _unknown(obj, root_schema, "", found)
-    return found
-
-
-def _unknown(value: Any, schema: dict[str, Any], path: str, found: list[str]) -> None:
-    name, node = resolve_schema(schema)
-    if _free(name, node) or name in (INT_OR_STRING, QUANTITY) or name in TIME:
-        return
-    if isinstance(value, dict):
-        properties = node.get("properties")
-        extra = node.get("additionalProperties")
-        for key, item in value.items():
-            if properties is not None and key in properties:
-                _unknown(item, properties[key], _join(path, key), found)
-            elif isinstance(extra, dict):
-                _unknown(item, extra, _join(path, key), found)
-            elif extra is True:
-                continue
-            elif properties is not None or "object" in _types(node):
-                found.append(_join(path, key))
-    elif isinstance(value, list) and isinstance(node.get("items"), dict):
-        for index, item in enumerate(value):
-            _unknown(item, node["items"], f"{path}[{index}]", found)
 
 
 _JSON_TYPES = {"string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,), "array": (list,),
@@ -106,16 +77,18 @@ def _describe(value: Any) -> str:
         type(value), type(value).__name__)
 
 
-def type_errors(obj: Any, root_schema: dict[str, Any]) -> list[FieldError]:
-    """Values of the wrong JSON type for the built-in schemas (a string where an integer belongs, …)."""
-    found: list[FieldError] = []
-    _type_check(obj, root_schema, "", found)
-    return found
+def inspect_fields(obj: Any, root_schema: dict[str, Any]) -> tuple[list[str], list[FieldError]]:
+    """In one walk: the JSON paths of fields the schema does not define (for fieldValidation Strict
+    and Warn), and the values of the wrong JSON type (a string where an integer belongs, …)."""
+    unknown: list[str] = []
+    wrong: list[FieldError] = []
+    _inspect(obj, root_schema, "", unknown, wrong)
+    return unknown, wrong
 
 
-def _type_check(value: Any, schema: dict[str, Any], path: str, found: list[FieldError]) -> None:
+def _inspect(value: Any, schema: dict[str, Any], path: str, unknown: list[str], found: list[FieldError]) -> None:
     name, node = resolve_schema(schema)
-    if _free(name, node) or value is None:
+    if _free(name, node) or value is None or name in TIME:
         return
     if name == INT_OR_STRING:
         if not isinstance(value, str | int) or isinstance(value, bool):
@@ -133,16 +106,20 @@ def _type_check(value: Any, schema: dict[str, Any], path: str, found: list[Field
                                 f"body must be of type {expected}: \"{_describe(value)}\"", "FieldValueTypeInvalid"))
         return
     if isinstance(value, dict):
-        properties = node.get("properties") or {}
+        properties = node.get("properties")
         extra = node.get("additionalProperties")
         for key, item in value.items():
-            if key in properties:
-                _type_check(item, properties[key], _join(path, key), found)
+            if properties is not None and key in properties:
+                _inspect(item, properties[key], _join(path, key), unknown, found)
             elif isinstance(extra, dict):
-                _type_check(item, extra, _join(path, key), found)
+                _inspect(item, extra, _join(path, key), unknown, found)
+            elif extra is True:
+                continue
+            elif properties is not None or "object" in _types(node):
+                unknown.append(_join(path, key))
     elif isinstance(value, list) and isinstance(node.get("items"), dict):
         for index, item in enumerate(value):
-            _type_check(item, node["items"], f"{path}[{index}]", found)
+            _inspect(item, node["items"], f"{path}[{index}]", unknown, found)
 
 
 # -- custom resources ------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ class Entry:
     name: str
     labels: dict[str, str]
     revision: int
+    #: metadata.deletionTimestamp is set (the object is being deleted).
+    deleting: bool = False
 
     def obj(self) -> dict[str, Any]:
         result: dict[str, Any] = orjson.loads(self.raw)
@@ -55,7 +57,8 @@ class Entry:
 
 def make_entry(key: str, raw: bytes, obj: dict[str, Any], revision: int) -> Entry:
     meta = obj.get("metadata") or {}
-    return Entry(key, raw, meta.get("namespace") or "", meta.get("name") or "", meta.get("labels") or {}, revision)
+    return Entry(key, raw, meta.get("namespace") or "", meta.get("name") or "", meta.get("labels") or {}, revision,
+                 bool(meta.get("deletionTimestamp")))
 
 
 @dataclass(slots=True)

@@ -95,6 +95,7 @@ class SqliteStore:
         self._thread = threading.Thread(target=self._writer_loop, name="sqlite-writer", daemon=True)
         self._thread.start()
         self._watches: set[_Watch] = set()
+        self._last_id = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._compactor: asyncio.Task[None] | None = None
         self._closed = False
@@ -261,6 +262,7 @@ class SqliteStore:
                 batch.append(more)
             try:
                 db.execute("BEGIN IMMEDIATE")
+                self._last_id = self._sequence(db)
                 for write in batch:
                     try:
                         self._apply(db, write)
@@ -279,6 +281,11 @@ class SqliteStore:
             if stop:
                 return
 
+    @staticmethod
+    def _sequence(db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kv'").fetchone()
+        return int(row[0]) if row else 0
+
     def _apply(self, db: sqlite3.Connection, write: _Write) -> None:
         row = db.execute(LATEST_ROW, (write.key,)).fetchone()
         live = row is not None and not row[2]
@@ -295,14 +302,17 @@ class SqliteStore:
             create_revision = row[1]
         deleted = write.op == "delete"
         value = row[3] if deleted and row is not None else write.value
-        cursor = db.execute(
-            "INSERT INTO kv (name, created, deleted, create_revision, prev_revision, value) VALUES (?, ?, ?, ?, ?, ?)",
-            (write.key, int(write.op == "create"), int(deleted), create_revision, row[0] if row else 0, value),
+        # The revision is chosen here (not by AUTOINCREMENT) so a create knows its create_revision
+        # without a second statement; AUTOINCREMENT's sequence still follows the largest id.
+        revision = self._last_id + 1
+        db.execute(
+            "INSERT INTO kv (id, name, created, deleted, create_revision, prev_revision, value) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (revision, write.key, int(write.op == "create"), int(deleted), create_revision or revision,
+             row[0] if row else 0, value),
         )
-        revision = int(cursor.lastrowid or 0)
-        if not create_revision:
-            create_revision = revision
-            db.execute("UPDATE kv SET create_revision = ? WHERE id = ?", (revision, revision))
+        self._last_id = revision
+        create_revision = create_revision or revision
         kv = KeyValue(write.key, value, create_revision, revision)
         prev = KeyValue(write.key, row[3], row[1], row[0]) if live and row is not None else None
         write.event = WatchEvent(EventType.DELETE if deleted else EventType.PUT, kv, prev)
