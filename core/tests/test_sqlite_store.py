@@ -83,7 +83,7 @@ def test_url_forms(tmp_path: Path) -> None:
     assert SqliteStore.parse_url("sqlite:///var/lib/x.db")[0] == Path("/var/lib/x.db")
     assert SqliteStore.parse_url("sqlite:////var/lib/x.db")[0] == Path("/var/lib/x.db")
     assert SqliteStore.parse_url("sqlite://rel/x.db")[0] == Path("rel/x.db")
-    path, options = SqliteStore.parse_url("sqlite:///x.db?history=5&compact_interval=1")
+    _, options = SqliteStore.parse_url("sqlite:///x.db?history=5&compact_interval=1")
     assert options == {"history": "5", "compact_interval": "1"}
     with pytest.raises(errors.Invalid):
         SqliteStore.parse_url("sqlite://")

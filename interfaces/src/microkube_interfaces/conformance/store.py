@@ -6,15 +6,13 @@ Rules are numbered ``S<n>`` and cited by each test; docs/conformance.md lists th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
 import pytest
 
 from microkube_interfaces import errors
 from microkube_interfaces.store import EventType, Store, StoreCapabilities, WatchEvent
 
 
-async def _collect(store: Store, prefix: str, start: int, count: int, timeout: float = 5.0) -> list[WatchEvent]:
+async def _collect(store: Store, prefix: str, start: int, count: int, wait: float = 5.0) -> list[WatchEvent]:
     events: list[WatchEvent] = []
 
     async def run() -> None:
@@ -23,7 +21,7 @@ async def _collect(store: Store, prefix: str, start: int, count: int, timeout: f
             if len(events) >= count:
                 return
 
-    await asyncio.wait_for(run(), timeout)
+    await asyncio.wait_for(run(), wait)
     return events
 
 
@@ -31,9 +29,8 @@ class StoreConformance:
     """Subclass this and provide an async ``store`` fixture yielding a fresh, empty store."""
 
     @pytest.fixture
-    async def store(self) -> AsyncIterator[Store]:  # pragma: no cover - vendors override
+    def store(self) -> Store:  # pragma: no cover - vendors override
         raise NotImplementedError("provide a `store` fixture that yields a fresh, empty store")
-        yield
 
     @pytest.fixture
     def capabilities(self) -> StoreCapabilities:
