@@ -6,6 +6,7 @@ Rules are numbered ``S<n>`` and cited by each test; docs/conformance.md lists th
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 
 from microkube_interfaces import errors
