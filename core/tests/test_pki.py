@@ -122,7 +122,8 @@ async def test_authenticators_and_default_authorizer(tmp_path: Path) -> None:
     created = ensure_pki(tmp_path, [])
     (tmp_path / "tokens.csv").write_text('t0ken,alice,u-1,"dev,ops"\n')
     tokens = TokenFileAuthenticator(tmp_path)
-    admin = await tokens.authenticate(Credentials({"Authorization": f"Bearer {created.admin_token.read_text().strip()}"}))
+    admin_token = created.admin_token.read_text().strip()
+    admin = await tokens.authenticate(Credentials({"Authorization": f"Bearer {admin_token}"}))
     assert admin is not None and admin.name == "admin"
     alice = await tokens.authenticate(Credentials({"authorization": "Bearer t0ken"}))
     assert alice is not None and alice.groups[:2] == ("dev", "ops")
