@@ -279,10 +279,8 @@ def _prune_empty(obj: Any, path: Path) -> None:
 
 
 def _owned_by(path: Path, paths: set[Path]) -> bool:
-    """Whether ``path`` or an ancestor/descendant of it is in ``paths``."""
-    if path in paths:
-        return True
-    return any(p[:len(path)] == path or path[:len(p)] == p for p in paths)
+    """Whether ``path`` or something below it is in ``paths`` (then the field is still applied)."""
+    return any(p[:len(path)] == path for p in paths)
 
 
 def apply(live: dict[str, Any] | None, applied: dict[str, Any], *, manager: str, force: bool,
