@@ -215,6 +215,9 @@ def decode_message(name: str, raw: bytes) -> dict[str, Any]:
             decoded = _scalar(target, wire, value)
         elif target in SPECIAL:
             decoded = _special(target, value)
+            if decoded is None and target.endswith(".Time") and not pointer and not repeated:
+                result[json_name] = None  # Go's JSON writes a zero Time struct as null, omitempty or not
+                continue
         else:
             decoded = decode_message(target, value)
         if inline and isinstance(decoded, dict):
