@@ -249,7 +249,7 @@ class Handlers:
             ready = server.cache.ready.is_set() and server.cache.failed is None
             return web.Response(text="ok" if ready else "watch cache not ready", status=200 if ready else 503)
         if path == "/metrics":
-            return web.Response(body=server.metrics.render(server), content_type="text/plain",
+            return web.Response(body=server.metrics.render(server),
                                 headers={"Content-Type": "text/plain; version=0.0.4"})
         if path == "/api":
             aggregated = discovery.wants_aggregated(accept)
@@ -295,7 +295,7 @@ class Handlers:
         for value in dry_run:
             if value != "All":
                 raise bad_request(f'unsupported dryRun value "{value}": the only supported value is "All"')
-        validation = query.get("fieldValidation") or "Strict"
+        validation = query.get("fieldValidation") or "Warn"  # Kubernetes' default when unset
         if validation not in ("Strict", "Warn", "Ignore"):
             raise bad_request(f'fieldValidation must be one of "Ignore", "Warn" or "Strict", not "{validation}"')
         manager = query.get("fieldManager") or ""

@@ -68,7 +68,7 @@ class WriteOptions:
     user: UserInfo
     dry_run: bool = False
     field_manager: str = ""
-    field_validation: str = "Strict"  # Strict | Warn | Ignore
+    field_validation: str = "Warn"  # Strict | Warn | Ignore
     #: Warnings for the response's Warning headers (fieldValidation=Warn).
     warnings: list[str] = field(default_factory=list)
 

@@ -176,6 +176,7 @@ class WatchCache:
         self.caches: dict[str, ResourceCache] = {}
         self.global_listeners: list[Callable[[CacheEvent], None]] = []
         self.revision = 0
+        self.started_at = 0
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -185,7 +186,8 @@ class WatchCache:
         cache = self.caches.get(prefix)
         if cache is None:
             cache = self.caches[prefix] = ResourceCache(prefix)
-            cache.history_start = self.revision
+            # Every event since the cache started went to the cache of its prefix: none was missed.
+            cache.history_start = self.started_at
             cache.listeners.extend(self.global_listeners)
         return cache
 
@@ -207,6 +209,7 @@ class WatchCache:
             raw, obj = inject_revision(kv.value, kv.mod_revision)
             self.cache_for(self.prefix_of(kv.key)).load(make_entry(kv.key, raw, obj, kv.mod_revision))
         self.revision = revision
+        self.started_at = revision
         for cache in self.caches.values():
             cache.history_start = revision
         self._task = asyncio.create_task(self._run(revision + 1), name="watch-cache")
