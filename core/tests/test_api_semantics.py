@@ -137,7 +137,7 @@ async def test_dry_run_never_persists(api: Client) -> None:
     _, live, _ = await api.call("GET", f"{CM}/real")
     assert live["data"]["k"] == "v"
     assert await api.server.store.current_revision() == before
-    code, status, _ = await api.call("POST", f"{CM}?dryRun=Some", configmap("x"))
+    code, _status, _ = await api.call("POST", f"{CM}?dryRun=Some", configmap("x"))
     assert code == 400
 
 
