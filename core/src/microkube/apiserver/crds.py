@@ -137,9 +137,9 @@ class CustomResources:
         name = event.entry.name
         if event.type == "DELETED":
             self._unserve(name)
-            self._spawn(self._delete_instances(event.obj))
+            self._spawn(self._delete_instances(event.object()))
         else:
-            self._sync(name, event.obj)
+            self._sync(name, event.object())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

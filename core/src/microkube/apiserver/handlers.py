@@ -537,7 +537,7 @@ class Handlers:
                 if key.startswith(prefix):
                     entry = cache.entries[key]
                     if matches(entry, None):
-                        initial.append(CacheEvent("ADDED", entry, entry.obj(), None, None))
+                        initial.append(CacheEvent("ADDED", entry, None, None, None))
         start_revision = cache_all.revision
         as_table = codec.wants_table(request.headers.get("Accept", ""))
         response = web.StreamResponse(headers={"Content-Type": codec.JSON if not as_table else codec.TABLE_MEDIA,
@@ -553,7 +553,8 @@ class Handlers:
 
         def encode(event: CacheEvent) -> bytes:
             if as_table:
-                obj = self._table(served, [event.obj], request, revision=str(event.revision), columns=first[0])
+                obj = self._table(served, [event.object()], request, revision=str(event.revision),
+                                  columns=first[0])
                 first[0] = False
                 return orjson.dumps({"type": event.type, "object": obj}) + b"\n"
             encoded = event.encoded.get("json")
@@ -570,7 +571,7 @@ class Handlers:
             for event in initial:
                 if namespace and event.entry.namespace != namespace:
                     continue
-                if rv and rv != "0" and not matches(event.entry, event.obj):
+                if rv and rv != "0" and not matches(event.entry, event.obj):  # history: obj decoded on demand
                     continue
                 await response.write(encode(event))
                 last_revision = max(last_revision, event.revision)

@@ -83,13 +83,14 @@ class Lifecycle:
         prefix = self.server.cache.prefix_of(event.entry.key)
         key = event.entry.key
         if event.type == "DELETED":
-            uid = (event.obj.get("metadata") or {}).get("uid", "")
+            uid = (event.object().get("metadata") or {}).get("uid", "")
             self._index(prefix, key, None, uid)
             if uid in self.dependents:
                 self._spawn(f"orphaned:{uid}", self._delete_dependents(uid, "Background"))
             return
-        self._index(prefix, key, event.obj)
-        self._check(prefix, key, event.obj)
+        obj = event.object()
+        self._index(prefix, key, obj)
+        self._check(prefix, key, obj)
 
     def _check(self, prefix: str, key: str, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata") or {}

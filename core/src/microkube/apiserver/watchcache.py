@@ -63,9 +63,12 @@ def make_entry(key: str, raw: bytes, obj: dict[str, Any], revision: int) -> Entr
 
 @dataclass(slots=True)
 class CacheEvent:
+    """One change. ``obj``/``prev_obj`` are the decoded objects while the event is fanned out; events
+    kept in history drop them (decoded objects cost ~10x their JSON) and decode again on demand."""
+
     type: str  # ADDED | MODIFIED | DELETED
     entry: Entry
-    obj: dict[str, Any]
+    obj: dict[str, Any] | None
     prev: Entry | None
     prev_obj: dict[str, Any] | None
     #: Encodings shared by every watcher of this event, keyed by the watcher's output format.
@@ -74,6 +77,14 @@ class CacheEvent:
     @property
     def revision(self) -> int:
         return self.entry.revision
+
+    def object(self) -> dict[str, Any]:
+        return self.obj if self.obj is not None else self.entry.obj()
+
+    def previous(self) -> dict[str, Any] | None:
+        if self.prev_obj is not None:
+            return self.prev_obj
+        return self.prev.obj() if self.prev is not None else None
 
 
 Matcher = Callable[[Entry, dict[str, Any] | None], bool]
@@ -142,25 +153,24 @@ class ResourceCache:
 
     def apply(self, kind: EventType, kv: KeyValue) -> CacheEvent:
         prev = self.entries.get(kv.key)
-        prev_obj = prev.obj() if prev is not None and (self.watchers or self.listeners) else None
         raw, obj = inject_revision(kv.value, kv.mod_revision)
         entry = make_entry(kv.key, raw, obj, kv.mod_revision)
         if kind is EventType.DELETE:
             self.entries.pop(kv.key, None)
             self._sorted = None
-            event = CacheEvent("DELETED", entry, obj, prev, prev_obj)
+            event = CacheEvent("DELETED", entry, obj, prev, None)
         else:
             if prev is None:
                 self._sorted = None
             self.entries[kv.key] = entry
-            event = CacheEvent("ADDED" if prev is None else "MODIFIED", entry, obj, prev, prev_obj)
-        if len(self.history) == self.history.maxlen:
-            self.history_start = self.history[0].revision
-        self.history.append(event)
+            event = CacheEvent("ADDED" if prev is None else "MODIFIED", entry, obj, prev, None)
         for watcher in list(self.watchers):
             watcher.offer(event)
         for listener in self.listeners:
             listener(event)
+        if len(self.history) == self.history.maxlen:
+            self.history_start = self.history[0].revision
+        self.history.append(CacheEvent(event.type, event.entry, None, event.prev, None))
         return event
 
     def events_since(self, revision: int) -> list[CacheEvent]:
