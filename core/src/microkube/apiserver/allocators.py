@@ -20,11 +20,12 @@ SERVICES_PREFIX = "/registry/services/"
 
 
 class ServiceAllocator:
+    #: The first address of the range is the `kubernetes` Service's, as in kube-apiserver.
+    API_SERVICE_IP = str(next(SERVICE_CIDR.hosts()))
+
     def __init__(self, cache: WatchCache, cidr: ipaddress.IPv4Network = SERVICE_CIDR) -> None:
         self.cache = cache
         self.cidr = cidr
-        #: The first address is the `kubernetes` Service's, as in kube-apiserver.
-        self.api_service_ip = str(next(cidr.hosts()))
 
     def _in_use(self) -> tuple[set[str], set[int]]:
         ips: set[str] = set()

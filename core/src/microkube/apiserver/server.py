@@ -76,6 +76,10 @@ class APIServer:
         return f"{self.host}:{self.port}"
 
     @property
+    def advertise_address(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "localhost") else self.host
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
@@ -99,7 +103,6 @@ class APIServer:
         await self.cache.start()
         self.custom_resources.start()
         self.lifecycle.start()
-        await self._ensure_namespaces()
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=2.0)
         await self._runner.setup()
@@ -111,21 +114,33 @@ class APIServer:
             sockets = getattr(server, "sockets", None) or []
             if sockets:
                 self.port = sockets[0].getsockname()[1]
+        await self._ensure_namespaces()
         log.info("API server listening on %s", self.url)
 
-    async def _ensure_namespaces(self) -> None:
-        namespaces = self.catalog.get("", "v1", "namespaces")
-        if namespaces is None:
+    async def _ensure(self, plural: str, namespace: str, obj: dict[str, Any]) -> None:
+        served = self.catalog.get("", "v1", plural)
+        if served is None:
             return
+        try:
+            await self.objects.create(served, namespace, obj, WriteOptions(user=SYSTEM_USER))
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+
+    async def _ensure_namespaces(self) -> None:
+        """The namespaces every cluster has, and the `kubernetes` Service that points at this server."""
         for name in INITIAL_NAMESPACES:
-            try:
-                await self.objects.create(
-                    namespaces, "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-                    WriteOptions(user=SYSTEM_USER),
-                )
-            except ApiError as exc:
-                if exc.code != 409:
-                    raise
+            await self._ensure("namespaces", "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        await self._ensure("services", "default", {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": ServiceAllocator.API_SERVICE_IP, "ports": [
+                {"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.port}]}})
+        await self._ensure("endpoints", "default", {
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": self.advertise_address}],
+                         "ports": [{"name": "https", "port": self.port, "protocol": "TCP"}]}]})
 
     async def stop(self) -> None:
         await self.lifecycle.stop()
