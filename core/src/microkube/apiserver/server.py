@@ -119,7 +119,7 @@ class APIServer:
 
     async def _ensure(self, plural: str, namespace: str, obj: dict[str, Any]) -> None:
         served = self.catalog.get("", "v1", plural)
-        if served is None:
+        if served is None or await self.store.get(served.key(namespace, obj["metadata"]["name"])) is not None:
             return
         try:
             await self.objects.create(served, namespace, obj, WriteOptions(user=SYSTEM_USER))
