@@ -72,6 +72,9 @@ def to_v3(node: Any, refs: set[str]) -> Any:
             out[key] = {k: to_v3(v, refs) for k, v in value.items()}
         else:
             out[key] = to_v3(value, refs)
+    if "$ref" in out and len(out) > 1:
+        # OpenAPI 3.0 ignores a $ref's siblings: wrap it, as the upstream v3 documents do.
+        out["allOf"] = [{"$ref": out.pop("$ref")}]
     return out
 
 
