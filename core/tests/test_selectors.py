@@ -47,7 +47,7 @@ def test_field_selectors() -> None:
     assert not parse_field_selector("metadata.name=q", "", "Pod").matches(pod)
     event = {"metadata": {"name": "e"}, "involvedObject": {"name": "p", "uid": "u"}}
     assert parse_field_selector("involvedObject.name=p,involvedObject.uid=u", "", "Event").matches(event)
-    with pytest.raises(errors.Invalid, match="field label not supported: spec.nodeName"):
+    with pytest.raises(errors.Invalid, match=r"field label not supported: spec\.nodeName"):
         parse_field_selector("spec.nodeName=x", "", "ConfigMap")
     with pytest.raises(errors.Invalid):
         parse_field_selector("nonsense", "", "Pod")
