@@ -149,6 +149,10 @@ async def test_field_validation_modes(api: Client) -> None:
     assert code == 201 and 'unknown field \\"extra\\"' in response.headers.get("Warning", "").replace('"', '\\"')
     code, _, _ = await api.call("POST", f"{CM}?fieldValidation=Ignore", {**body, "metadata": {"name": "g"}})
     assert code == 201
+    duplicated = b'{"metadata": {"name": "dup"}, "data": {"a": "1", "a": "2"}}'
+    code, status, _ = await api.call("POST", f"{CM}?fieldValidation=Strict", duplicated)
+    assert code == 400 and 'duplicate field "a"' in status["message"]
+    assert (await api.call("POST", f"{CM}?fieldValidation=Ignore", duplicated))[0] == 201
 
 
 async def test_finalizers_and_deletion_timestamp(api: Client) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -60,13 +61,33 @@ def decode_yaml(body: bytes) -> Any:
         raise ApiError(400, "BadRequest", f"the request body is not valid YAML: {exc}") from None
 
 
-def decode_object(body: bytes, content_type: str | None) -> dict[str, Any]:
-    """A request body holding one object, in any accepted encoding."""
+def duplicate_fields(body: bytes) -> list[str]:
+    """Keys given twice in one JSON object (orjson keeps the last silently; fieldValidation=Strict
+    must refuse them, as kube-apiserver does)."""
+    found: list[str] = []
+
+    def check(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                found.append(key)
+            seen.add(key)
+        return dict(pairs)
+
+    json.loads(body, object_pairs_hook=check)
+    return found
+
+
+def decode_object(body: bytes, content_type: str | None, *, strict: bool = False) -> dict[str, Any]:
+    """A request body holding one object, in any accepted encoding (``strict``: duplicate keys are errors)."""
     mt = media_type(content_type)
     if not body:
         raise ApiError(400, "BadRequest", "the request body is empty; send the object as JSON or YAML")
     if mt in (JSON, "*/*", "text/plain"):
         obj = decode_json(body)
+        if strict and (duplicates := duplicate_fields(body)):
+            detail = ", ".join(f'duplicate field "{key}"' for key in duplicates)
+            raise ApiError(400, "BadRequest", f"strict decoding error: {detail}")
     elif mt in (YAML, "application/x-yaml", "text/yaml"):
         obj = decode_yaml(body)
     elif mt == PROTOBUF:

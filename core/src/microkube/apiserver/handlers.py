@@ -195,7 +195,8 @@ class Handlers:
                 raise ApiError(405, "MethodNotAllowed", "POST is not allowed on a named object; use PUT or PATCH")
             opts = self.write_options(request, user)
             body = await request.read()
-            obj = codec.decode_object(body, request.headers.get("Content-Type"))
+            obj = codec.decode_object(body, request.headers.get("Content-Type"),
+                                      strict=opts.field_validation == "Strict")
             if r.kind in REVIEW_KINDS:
                 review = await self.server.subresources.review(served, obj, user)
                 return self._object_response(request, served, review, 201)
@@ -204,7 +205,8 @@ class Handlers:
             return self._object_response(request, served, created, 201, opts.warnings)
         if verb == "update":
             opts = self.write_options(request, user)
-            obj = codec.decode_object(await request.read(), request.headers.get("Content-Type"))
+            obj = codec.decode_object(await request.read(), request.headers.get("Content-Type"),
+                                      strict=opts.field_validation == "Strict")
             updated = await self.server.objects.update(served, namespace, info.name, obj, opts, info.subresource)
             await self._settle(served, updated, opts)
             return self._object_response(request, served, updated, 200, opts.warnings)
