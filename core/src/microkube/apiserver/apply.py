@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from microkube.apiserver.schemas import resolve_schema
+from microkube.apiserver.schemas import child_schema, item_schema, resolve_schema
 from microkube_interfaces import errors
 
 Path = tuple[str, ...]
@@ -64,23 +64,6 @@ def _list_semantics(schema: dict[str, Any] | None) -> tuple[str, list[str]]:
     return "atomic", []
 
 
-def _child(schema: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
-    if schema is None:
-        return None
-    _, node = resolve_schema(schema)
-    properties = node.get("properties") or {}
-    if key in properties:
-        return properties[key]  # type: ignore[no-any-return]
-    extra = node.get("additionalProperties")
-    return extra if isinstance(extra, dict) else None
-
-
-def _items(schema: dict[str, Any] | None) -> dict[str, Any] | None:
-    if schema is None:
-        return None
-    _, node = resolve_schema(schema)
-    items = node.get("items")
-    return items if isinstance(items, dict) else None
 
 
 def _atomic_map(schema: dict[str, Any] | None) -> bool:
@@ -111,17 +94,17 @@ def field_set(obj: Any, schema: dict[str, Any] | None, prefix: Path = ()) -> dic
 def _walk(value: Any, schema: dict[str, Any] | None, path: Path, out: dict[Path, Any]) -> None:
     if isinstance(value, dict) and not _atomic_map(schema) and value:
         for key, item in value.items():
-            _walk(item, _child(schema, key), (*path, f"f:{key}"), out)
+            _walk(item, child_schema(schema, key), (*path, f"f:{key}"), out)
         return
     if isinstance(value, list) and value:
         kind, keys = _list_semantics(schema)
         if kind == "map" and keys and all(isinstance(i, dict) for i in value):
-            items = _items(schema)
+            items = item_schema(schema)
             for item in value:
                 item_path = (*path, f"k:{_item_key(item, keys)}")
                 out[(*item_path, ".")] = None
                 for key, member in item.items():
-                    _walk(member, _child(items, key), (*item_path, f"f:{key}"), out)
+                    _walk(member, child_schema(items, key), (*item_path, f"f:{key}"), out)
             return
         if kind == "set":
             for item in value:
@@ -134,17 +117,17 @@ def _tree(value: Any, schema: dict[str, Any] | None, node: dict[str, Any]) -> No
     """The FieldsV1 tree of ``value`` built in one walk (the same shape as _walk's paths)."""
     if isinstance(value, dict) and not _atomic_map(schema) and value:
         for key, item in value.items():
-            _tree(item, _child(schema, key), node.setdefault(f"f:{key}", {}))
+            _tree(item, child_schema(schema, key), node.setdefault(f"f:{key}", {}))
         return
     if isinstance(value, list) and value:
         kind, keys = _list_semantics(schema)
         if kind == "map" and keys and all(isinstance(i, dict) for i in value):
-            items = _items(schema)
+            items = item_schema(schema)
             for item in value:
                 item_node = node.setdefault(f"k:{_item_key(item, keys)}", {})
                 item_node["."] = {}
                 for key, member in item.items():
-                    _tree(member, _child(items, key), item_node.setdefault(f"f:{key}", {}))
+                    _tree(member, child_schema(items, key), item_node.setdefault(f"f:{key}", {}))
             return
         if kind == "set":
             for item in value:
@@ -223,12 +206,13 @@ def _merge(live: Any, applied: Any, schema: dict[str, Any] | None) -> Any:
     if isinstance(applied, dict) and isinstance(live, dict) and not _atomic_map(schema):
         result = dict(live)
         for key, value in applied.items():
-            result[key] = _merge(live.get(key), value, _child(schema, key)) if key in live else copy.deepcopy(value)
+            result[key] = (_merge(live[key], value, child_schema(schema, key)) if key in live
+                           else copy.deepcopy(value))
         return result
     if isinstance(applied, list) and isinstance(live, list):
         kind, keys = _list_semantics(schema)
         if kind == "map" and keys:
-            items = _items(schema)
+            items = item_schema(schema)
             result_list = list(live)
             for item in applied:
                 key = _item_key(item, keys)

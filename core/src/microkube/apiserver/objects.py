@@ -428,13 +428,8 @@ class ObjectStore:
             if opts.dry_run:
                 return new
             if meta.get("deletionTimestamp") and not meta.get("finalizers") and self._deletable_now(served, new):
-                try:
-                    deleted = await self.store.delete(key, expected_revision=kv.mod_revision)
-                except errors.Conflict:
+                if not await self._remove(served, key, name, kv.mod_revision, meta):
                     continue
-                except errors.NotFound:
-                    raise not_found(r.plural, name, r.group) from None
-                meta["resourceVersion"] = str(deleted.mod_revision)
                 return new
             try:
                 revision = await self.store.update(key, encode_for_store(new), expected_revision=kv.mod_revision)
@@ -486,6 +481,17 @@ class ObjectStore:
             meta["generation"] = int(cur_meta.get("generation") or 1) + 1
         return new
 
+    async def _remove(self, served: Served, key: str, name: str, revision: int, meta: dict[str, Any]) -> bool:
+        """Delete the stored object if it is still at ``revision``; False when another write came first."""
+        try:
+            deleted = await self.store.delete(key, expected_revision=revision)
+        except errors.Conflict:
+            return False
+        except errors.NotFound:
+            raise not_found(served.resource.plural, name, served.resource.group) from None
+        meta["resourceVersion"] = str(deleted.mod_revision)
+        return True
+
     @staticmethod
     def _deletable_now(served: Served, obj: dict[str, Any]) -> bool:
         """Without finalizers, an object being deleted goes once its grace period is over (0 for most kinds)."""
@@ -536,13 +542,8 @@ class ObjectStore:
             if not finalizers and grace == 0 and not finalizers_pending:
                 if options.dry_run:
                     return current
-                try:
-                    deleted = await self.store.delete(key, expected_revision=kv.mod_revision)
-                except errors.Conflict:
+                if not await self._remove(served, key, name, kv.mod_revision, meta):
                     continue
-                except errors.NotFound:
-                    raise not_found(r.plural, name, r.group) from None
-                meta["resourceVersion"] = str(deleted.mod_revision)
                 return current
             if nmeta.get("deletionTimestamp"):
                 existing = int(nmeta.get("deletionGracePeriodSeconds") or 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from microkube.apiserver.schemas import resolve_schema
+from microkube.apiserver.schemas import child_schema, item_schema
 from microkube_interfaces import errors
 
 # -- JSON patch ----------------------------------------------------------------------------------
@@ -152,23 +152,6 @@ SET_ORDER = "$setElementOrder/"
 DELETE_PRIMITIVE = "$deleteFromPrimitiveList/"
 
 
-def _child(schema: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
-    if schema is None:
-        return None
-    _, node = resolve_schema(schema)
-    properties = node.get("properties") or {}
-    if key in properties:
-        return dict(properties[key])
-    extra = node.get("additionalProperties")
-    return dict(extra) if isinstance(extra, dict) else None
-
-
-def _items(schema: dict[str, Any] | None) -> dict[str, Any] | None:
-    if schema is None:
-        return None
-    _, node = resolve_schema(schema)
-    items = node.get("items")
-    return dict(items) if isinstance(items, dict) else None
 
 
 def _strategy(schema: dict[str, Any] | None) -> tuple[set[str], str]:
@@ -216,7 +199,7 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], schema: dict[str
         if value is None:
             original.pop(key, None)
             continue
-        child = _child(schema, key)
+        child = child_schema(schema, key)
         current = original.get(key)
         if isinstance(value, dict):
             merged = _merge_map(current if isinstance(current, dict) else {}, value, child)
@@ -230,7 +213,7 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], schema: dict[str
             original[key] = copy.deepcopy(value)
     for field, order in orders.items():
         if isinstance(original.get(field), list):
-            original[field] = _reorder(original[field], order, _strategy(_child(schema, field))[1])
+            original[field] = _reorder(original[field], order, _strategy(child_schema(schema, field))[1])
     if retain_keys is not None:
         keep = set(retain_keys)
         for key in list(original):
@@ -251,7 +234,7 @@ def _merge_list(original: list[Any], patch: list[Any], schema: dict[str, Any] | 
             if item not in result:
                 result.append(copy.deepcopy(item))
         return result
-    item_schema = _items(schema)
+    items = item_schema(schema)
     result = list(original)
     for item in patch:
         if not isinstance(item, dict):
@@ -265,11 +248,11 @@ def _merge_list(original: list[Any], patch: list[Any], schema: dict[str, Any] | 
                 result.pop(position)
             continue
         if position is None:
-            merged = _merge_map({}, item, item_schema)
+            merged = _merge_map({}, item, items)
             if merged is not None:
                 result.append(merged)
         else:
-            merged = _merge_map(result[position], item, item_schema)
+            merged = _merge_map(result[position], item, items)
             if merged is None:
                 result.pop(position)
             else:

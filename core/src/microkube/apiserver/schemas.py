@@ -45,6 +45,28 @@ def resolve_schema(node: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "", node
 
 
+def child_schema(schema: dict[str, Any] | None, key: str) -> dict[str, Any] | None:
+    """The schema of member ``key`` of an object schema (a property, or the map's value schema)."""
+    if schema is None:
+        return None
+    _, node = resolve_schema(schema)
+    properties = node.get("properties") or {}
+    if key in properties:
+        child: dict[str, Any] = properties[key]
+        return child
+    extra = node.get("additionalProperties")
+    return extra if isinstance(extra, dict) else None
+
+
+def item_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The schema of a list schema's items."""
+    if schema is None:
+        return None
+    _, node = resolve_schema(schema)
+    items = node.get("items")
+    return items if isinstance(items, dict) else None
+
+
 @functools.lru_cache(maxsize=4096)
 def _resolve_ref(ref: str) -> tuple[str, dict[str, Any]]:
     name = ref_name(ref)
