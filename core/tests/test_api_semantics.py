@@ -11,11 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from microkube.apiserver.pki import ensure_pki
 from microkube.apiserver.server import APIServer
-from microkube.plugins import Plugins
-from microkube.store.memory import MemoryStore
-from microkube_interfaces.hookspecs import ServerSettings
+from microkube.testing import in_process_server
 
 JSON = {"Content-Type": "application/json"}
 
@@ -41,19 +38,12 @@ class Client:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Client]:
-    pki = ensure_pki(tmp_path, [])
-    (tmp_path / "tokens.csv").write_text("test-token,tester,u1,system:masters\n")
-    store = MemoryStore()
-    server = APIServer(plugins=Plugins(autoload=False), store=store,
-                       settings=ServerSettings(data_dir=str(tmp_path)), sa_key_path=pki.sa_key, port=0)
-    await server.start()
-    session = aiohttp.ClientSession(headers={"Authorization": "Bearer test-token"})
-    try:
-        yield Client(session, server.url, server)
-    finally:
-        await session.close()
-        await server.stop()
-        await store.close()
+    async with in_process_server(tmp_path) as (server, url, token):
+        session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
+        try:
+            yield Client(session, url, server)
+        finally:
+            await session.close()
 
 
 def configmap(name: str, **extra: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ the machine's kubectl 1.32 against it with its discovery and HTTP caches isolate
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,31 @@ def client_ssl_context(kubeconfig: Path) -> tuple[str, ssl.SSLContext]:
             key.write_bytes(base64.b64decode(user["client-key-data"]))
             context.load_cert_chain(cert, key)
     return cluster["server"], context
+
+
+@contextlib.asynccontextmanager
+async def in_process_server(data_dir: Path) -> AsyncIterator[tuple[Any, str, str]]:
+    """An API server in this event loop (memory store, plain HTTP on a free loopback port).
+
+    Yields (server, url, bearer token of a system:masters user)."""
+    from microkube.apiserver.pki import ensure_pki
+    from microkube.apiserver.server import APIServer
+    from microkube.plugins import Plugins
+    from microkube.store.memory import MemoryStore
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    pki = ensure_pki(data_dir, [])
+    token = "test-token"
+    (data_dir / "tokens.csv").write_text(f"{token},tester,u1,system:masters\n")
+    store = MemoryStore()
+    server = APIServer(plugins=Plugins(autoload=False), store=store, settings=ServerSettings(data_dir=str(data_dir)),
+                       sa_key_path=pki.sa_key, port=0)
+    await server.start()
+    try:
+        yield server, server.url, token
+    finally:
+        await server.stop()
+        await store.close()
 
 
 @dataclass

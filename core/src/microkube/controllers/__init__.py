@@ -1,0 +1,1 @@
+"""Controllers and the reconcile runtime they run on (see runtime.py)."""

@@ -1,0 +1,161 @@
+"""The reconcile runtime against a real in-process API server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from microkube.client import Client, Resource
+from microkube.controllers.runtime import ControllerRunner, Informer, LeaderElector, Outcome, WorkQueue
+from microkube.testing import in_process_server
+from microkube_interfaces import errors
+
+CONFIGMAPS = Resource("", "v1", "configmaps")
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[tuple[object, Client]]:
+    async with in_process_server(tmp_path) as (server, url, token):
+        client = Client(url, token=token)
+        try:
+            yield server, client
+        finally:
+            await client.close()
+
+
+async def eventually(condition, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_client_errors_map_to_the_error_model(cluster: tuple[object, Client]) -> None:
+    _, client = cluster
+    await client.create(CONFIGMAPS, {"metadata": {"name": "a"}}, "default")
+    with pytest.raises(errors.AlreadyExists):
+        await client.create(CONFIGMAPS, {"metadata": {"name": "a"}}, "default")
+    with pytest.raises(errors.NotFound):
+        await client.get(CONFIGMAPS, "missing", "default")
+    with pytest.raises(errors.Invalid) as invalid:
+        await client.create(CONFIGMAPS, {"metadata": {}}, "default")
+    assert invalid.value.causes[0].field == "metadata.name"
+    for i in range(7):
+        await client.create(CONFIGMAPS, {"metadata": {"name": f"p{i}"}}, "default")
+    assert len((await client.list(CONFIGMAPS, "default", limit=2))["items"]) == 8
+
+
+async def test_informer_follows_and_relists(cluster: tuple[object, Client]) -> None:
+    server, client = cluster
+    await client.create(CONFIGMAPS, {"metadata": {"name": "before"}}, "default")
+    informer = Informer(client, CONFIGMAPS, namespace="default")
+    informer.add_index("color", lambda o: [(o["metadata"].get("labels") or {}).get("color", "")])
+    seen: list[tuple[str, str]] = []
+    informer.add_handler(lambda event, obj, old: seen.append((event, obj["metadata"]["name"])))
+    task = asyncio.create_task(informer.run())
+    await asyncio.wait_for(informer.synced.wait(), 10)
+    assert informer.get("default/before") is not None
+    await client.create(CONFIGMAPS, {"metadata": {"name": "during", "labels": {"color": "red"}}}, "default")
+    await client.delete(CONFIGMAPS, "before", "default")
+    await eventually(lambda: informer.get("default/before") is None and informer.get("default/during"))
+    assert [o["metadata"]["name"] for o in informer.by_index("color", "red")] == ["during"]
+    # The server forgets its history: the next watch gets 410 and the informer relists and catches up.
+    relists = informer.relists
+    server.cache.cache_for("/registry/configmaps/").history_start = 10**9  # type: ignore[attr-defined]
+    for watcher in list(server.cache.cache_for("/registry/configmaps/").watchers):  # type: ignore[attr-defined]
+        watcher.close()
+    await client.create(CONFIGMAPS, {"metadata": {"name": "after"}}, "default")
+    await eventually(lambda: informer.relists > relists and informer.get("default/after") is not None)
+    task.cancel()
+    assert ("DELETED", "before") in seen
+
+
+async def test_work_queue_dedupes_and_backs_off() -> None:
+    queue = WorkQueue(base_delay=0.01)
+    queue.add("a")
+    queue.add("a")
+    assert len(queue) == 1
+    key = await queue.get()
+    queue.add("a")  # while processing: queued again only once it is done
+    assert len(queue) == 0
+    queue.done(key)  # type: ignore[arg-type]
+    assert len(queue) == 1
+    assert [queue.add_rate_limited("b") for _ in range(4)] == [0.01, 0.02, 0.04, 0.08]
+    queue.forget("b")
+    assert queue.failures("b") == 0
+
+
+class Stamper:
+    """A toy level-triggered controller: every ConfigMap ends up with an annotation."""
+
+    name = "stamper"
+
+    def __init__(self, client: Client, informer: Informer) -> None:
+        self.client = client
+        self.informer = informer
+        self.failures_left = 2
+
+    async def reconcile(self, key: str) -> Outcome:
+        obj = self.informer.get(key)
+        if obj is None:
+            return Outcome.done()
+        if key == "default/flaky" and self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("transient")
+        if (obj["metadata"].get("annotations") or {}).get("stamped") == "yes":
+            return Outcome.done()
+        namespace, name = key.split("/")
+        await self.client.patch(CONFIGMAPS, name, {"metadata": {"annotations": {"stamped": "yes"}}}, namespace)
+        return Outcome.done()
+
+
+async def test_controller_converges_from_any_state(cluster: tuple[object, Client]) -> None:
+    _, client = cluster
+    for name in ("a", "b", "flaky"):
+        await client.create(CONFIGMAPS, {"metadata": {"name": name}}, "default")
+    informer = Informer(client, CONFIGMAPS, namespace="default")
+    stamper = Stamper(client, informer)
+    runner = ControllerRunner(stamper, workers=2, queue=WorkQueue(base_delay=0.01))
+    informer.add_handler(runner.enqueue)
+    informer_task = asyncio.create_task(informer.run())
+    runner.start()
+
+    def all_stamped() -> bool:
+        return len(informer.objects) == 4 and all(
+            (o["metadata"].get("annotations") or {}).get("stamped") == "yes" for o in informer.objects.values())
+
+    await client.create(CONFIGMAPS, {"metadata": {"name": "late"}}, "default")
+    await eventually(all_stamped)
+    assert runner.metrics.errors == 2
+    await runner.stop()
+    informer_task.cancel()
+
+
+async def test_leader_election_hands_over(cluster: tuple[object, Client]) -> None:
+    _, client = cluster
+    first = LeaderElector(client, "demo", identity="one", lease_duration=2, renew_deadline=1.5, retry_period=0.2)
+    second = LeaderElector(client, "demo", identity="two", lease_duration=2, renew_deadline=1.5, retry_period=0.2)
+    leading: list[str] = []
+
+    def lead(name: str):  # type: ignore[no-untyped-def]
+        async def run() -> None:
+            leading.append(name)
+            await asyncio.Event().wait()
+        return run
+
+    one = asyncio.create_task(first.run(lead("one")))
+    await asyncio.wait_for(first.is_leader.wait(), 10)
+    two = asyncio.create_task(second.run(lead("two")))
+    await asyncio.sleep(1.0)
+    assert leading == ["one"] and not second.is_leader.is_set()
+    one.cancel()
+    await first.release()
+    await asyncio.wait_for(second.is_leader.wait(), 10)
+    assert leading == ["one", "two"]
+    lease = await client.get(Resource("coordination.k8s.io", "v1", "leases"), "demo", "kube-system")
+    assert lease["spec"]["holderIdentity"] == "two" and lease["spec"]["leaseTransitions"] >= 1
+    two.cancel()
