@@ -30,6 +30,7 @@ def q(**kwargs: str) -> MultiDictProxy[str]:
                                                         "finalize")),
         ("PUT", "/api/v1/namespaces/demo/status", {}, ("update", "", "v1", "demo", "namespaces", "demo", "status")),
         ("GET", "/api/v1/nodes/n1", {}, ("get", "", "v1", "", "nodes", "n1", "")),
+        ("GET", "/api/v1/nodes/n1", {"watch": "1"}, ("watch", "", "v1", "", "nodes", "n1", "")),
     ],
 )
 def test_resource_requests(method: str, path: str, query: dict[str, str],

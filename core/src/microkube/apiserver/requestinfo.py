@@ -62,8 +62,10 @@ def parse(method: str, path: str, query: MultiDictProxy[str]) -> RequestInfo:
         # Namespaces are cluster-scoped; "namespace" attribute is the object's own name.
         namespace = name
     if not watch_prefix:
-        if method == "GET" and not name:
-            verb = "watch" if _truthy(query.get("watch")) else "list"
+        if method == "GET" and _truthy(query.get("watch")) and not subresource:
+            verb = "watch"
+        elif method == "GET" and not name:
+            verb = "list"
         elif method == "DELETE" and not name:
             verb = "deletecollection"
     return RequestInfo(True, path, verb, group, version, namespace, resource, name, subresource)
