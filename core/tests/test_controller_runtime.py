@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -159,3 +160,54 @@ async def test_leader_election_hands_over(cluster: tuple[object, Client]) -> Non
     lease = await client.get(Resource("coordination.k8s.io", "v1", "leases"), "demo", "kube-system")
     assert lease["spec"]["holderIdentity"] == "two" and lease["spec"]["leaseTransitions"] >= 1
     two.cancel()
+
+
+REPLICASETS = Resource("apps", "v1", "replicasets")
+PODS = Resource("", "v1", "pods")
+
+
+def replicaset(replicas: int) -> dict[str, object]:
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+
+
+async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Client], tmp_path: Path) -> None:
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    _, client = cluster
+    registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
+    assert {r.name for r in registrations} == {"replicaset", "replicationcontroller"}
+    with pytest.raises(ValueError, match="unknown controllers"):
+        ControllerManager(client, registrations, disabled=["no-such-controller"])
+    manager = ControllerManager(client, registrations, disabled=["replicationcontroller"])
+    running = asyncio.create_task(manager.run())
+    await client.create(REPLICASETS, replicaset(3), "default")
+
+    async def pods() -> list[dict[str, object]]:
+        return (await client.list(PODS, "default", label_selector="app=web"))["items"]
+
+    async def settle(count: int) -> None:
+        for _ in range(200):
+            current = await pods()
+            status = (await client.get(REPLICASETS, "web", "default")).get("status") or {}
+            if len(current) == count and status.get("replicas") == count:
+                await asyncio.sleep(0.3)  # and it stays there: no extra pods from a stale cache
+                if len(await pods()) == count:
+                    return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"expected {count} pods, have {len(await pods())}")
+
+    await settle(3)
+    first = (await pods())[0]
+    assert first["metadata"]["ownerReferences"][0]["controller"] is True
+    await client.delete(PODS, first["metadata"]["name"], "default")  # unscheduled pods go at once
+    await settle(3)
+    await client.patch(REPLICASETS, "web", {"spec": {"replicas": 1}}, "default")
+    await settle(1)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running

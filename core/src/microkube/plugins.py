@@ -20,6 +20,7 @@ import pluggy
 from microkube_interfaces import hookspecs
 from microkube_interfaces.admission import AdmissionPlugin
 from microkube_interfaces.auth import Authenticator, Authorizer
+from microkube_interfaces.controllers import ControllerRegistration
 from microkube_interfaces.errors import PluginError
 from microkube_interfaces.hookspecs import PluginInfo, ResourceRegistration, ServerSettings
 from microkube_interfaces.markers import ENTRY_POINT_GROUP, PROJECT_NAME
@@ -32,6 +33,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "microkube.apiserver.builtin",
     "microkube.apiserver.authplugin",
     "microkube.apiserver.crds",
+    "microkube.controllers.builtin",
 )
 
 #: Entry points whose names start with this are microkube's own (never blocked by the allow-list).
@@ -155,6 +157,16 @@ class Plugins:
     def admission_plugins(self, settings: ServerSettings) -> list[AdmissionPlugin]:
         results = self.manager.hook.microkube_admission_plugins(settings=settings)
         return [p for batch in reversed(results) for p in batch]
+
+    def controllers(self, settings: ServerSettings) -> list[ControllerRegistration]:
+        results = self.manager.hook.microkube_controllers(settings=settings)
+        found = [c for batch in reversed(results) for c in batch]
+        names = [c.name for c in found]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise PluginError(",".join(duplicates), "controller names must be unique",
+                              "rename the plugin's controller")
+        return found
 
     def authenticators(self, settings: ServerSettings) -> list[Authenticator]:
         results = self.manager.hook.microkube_authenticators(settings=settings)

@@ -24,6 +24,7 @@ from microkube_interfaces.markers import hookspec
 if TYPE_CHECKING:
     from microkube_interfaces.admission import AdmissionPlugin
     from microkube_interfaces.auth import Authenticator, Authorizer
+    from microkube_interfaces.controllers import ControllerRegistration
     from microkube_interfaces.registry import Registrar
     from microkube_interfaces.resources import ResourceType, Strategy
 
@@ -87,3 +88,9 @@ def microkube_authenticators(settings: ServerSettings) -> Sequence[Authenticator
 def microkube_authorizer(settings: ServerSettings) -> Authorizer | None:
     """Return the authorizer. First non-None answer wins; the built-in one (allow authenticated
     users) is registered ``trylast`` so any plugin's authorizer replaces it."""
+
+
+@hookspec
+def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegistration]:  # type: ignore[empty-body]
+    """Return reconcile loops for the controller manager; all are used. Names must be unique;
+    operators disable controllers by name. Called once when the controller manager starts."""

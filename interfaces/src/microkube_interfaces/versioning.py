@@ -18,6 +18,7 @@ INTERFACE_VERSIONS: dict[str, tuple[str, ...]] = {
     "admission": ("v1",),
     "authentication": ("v1",),
     "authorization": ("v1",),
+    "controllers": ("v1",),
 }
 
 

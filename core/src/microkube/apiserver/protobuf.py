@@ -6,6 +6,10 @@ object's message, decoded with the field table generated from k8s.io/api (tools/
 The result is the JSON that kubectl would have sent: Go zero values of non-pointer fields are dropped,
 present pointer fields are kept (``replicas: 0``), embedded structs are inlined, and the special types
 (Time, MicroTime, Duration, Quantity, IntOrString, RawExtension, FieldsV1) take their JSON forms.
+
+Go's marshaller writes every non-pointer field, zero or not, so on the wire "unset" and "zero" are the
+same thing; the JSON omits them. A zero Time is the exception: Go's JSON writes it as ``null`` (kubectl
+sends ``creationTimestamp: null``), and so does this decoder, to store the same object either way.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import base64
 import functools
 import importlib.resources
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -21,18 +26,39 @@ import orjson
 from microkube_interfaces import errors
 
 MAGIC = b"k8s\x00"
-UNKNOWN = "k8s.io.apimachinery.pkg.runtime.Unknown"
-META = "k8s.io.apimachinery.pkg.apis.meta.v1"
-SPECIAL = {
-    f"{META}.Time", f"{META}.MicroTime", f"{META}.Duration", f"{META}.FieldsV1",
-    "k8s.io.apimachinery.pkg.api.resource.Quantity", "k8s.io.apimachinery.pkg.util.intstr.IntOrString",
-    "k8s.io.apimachinery.pkg.runtime.RawExtension",
-}
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
+META = "k8s.io.apimachinery.pkg.apis.meta.v1"
+TIME, MICRO_TIME, DURATION, FIELDS = f"{META}.Time", f"{META}.MicroTime", f"{META}.Duration", f"{META}.FieldsV1"
+QUANTITY = "k8s.io.apimachinery.pkg.api.resource.Quantity"
+INT_OR_STRING = "k8s.io.apimachinery.pkg.util.intstr.IntOrString"
+RAW_EXTENSION = "k8s.io.apimachinery.pkg.runtime.RawExtension"
+SPECIAL = frozenset({TIME, MICRO_TIME, DURATION, FIELDS, QUANTITY, INT_OR_STRING, RAW_EXTENSION})
+VARINT_SCALARS = frozenset({"bool", "int32", "int64", "uint32", "uint64"})
+LENGTH_DELIMITED = 2
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# (field number, wire type, value): an int for varints and fixed-width values, bytes for length-delimited ones
+WireField = tuple[int, int, Any]
 
 
 def is_protobuf(content_type: str | None) -> bool:
-    return bool(content_type) and content_type.split(";")[0].strip().lower() == MEDIA_TYPE  # type: ignore[union-attr]
+    if not content_type:
+        return False
+    return content_type.split(";")[0].strip().lower() == MEDIA_TYPE
+
+
+def _invalid(problem: str) -> errors.Invalid:
+    return errors.Invalid(f"invalid protobuf body: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    json_name: str
+    kind: str  # "scalar", "message", "special" or "map"
+    target: Any  # scalar or message type; for maps the (key type, value type) pair
+    repeated: bool
+    pointer: bool
+    inline: bool
 
 
 @functools.cache
@@ -40,6 +66,21 @@ def _table() -> dict[str, Any]:
     data = importlib.resources.files("microkube.apiserver").joinpath("protobuf_fields.json").read_bytes()
     table: dict[str, Any] = orjson.loads(data)
     return table
+
+
+@functools.cache
+def _spec(message: str) -> dict[int, _Field]:
+    entry = _table()["messages"].get(message)
+    if entry is None:
+        raise errors.Unsupported(f"protobuf message {message} is not known to this server; send JSON or YAML")
+    spec = {}
+    for number, (json_name, kind, target, flags) in entry.items():
+        if kind == "message" and target in SPECIAL:
+            kind = "special"
+        elif kind == "map":
+            target = tuple(target)
+        spec[int(number)] = _Field(json_name, kind, target, "r" in flags, "p" in flags, "i" in flags)
+    return spec
 
 
 @functools.cache
@@ -51,214 +92,253 @@ def _message_for(api_version: str, kind: str) -> str | None:
             name = f"{package}.{kind}"
             if name in table["messages"]:
                 return name
-    if group in ("", "meta.k8s.io") and kind in ("DeleteOptions", "Status"):
+    if group in ("", "meta.k8s.io") and version == "v1" and kind in ("DeleteOptions", "Status"):
         return f"{META}.{kind}"
     return None
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
+def _fields(data: bytes) -> list[WireField]:
+    """Every field of one message in wire order."""
+    out: list[WireField] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _invalid("field number 0")
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            out.append((number, 0, value))
+        elif wire == LENGTH_DELIMITED:
+            length, pos = _varint(data, pos)
+            if pos + length > end:
+                raise _invalid("a length runs past the end of its message")
+            out.append((number, wire, data[pos:pos + length]))
+            pos += length
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            if pos + width > end:
+                raise _invalid("a fixed-width value runs past the end of its message")
+            out.append((number, wire, int.from_bytes(data[pos:pos + width], "little")))
+            pos += width
+        else:
+            raise _invalid(f"wire type {wire} (groups) is not used by Kubernetes")
+    return out
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
 
-    def varint(self) -> int:
-        result = shift = 0
-        data = self.data
-        while True:
-            if self.pos >= len(data):
-                raise errors.Invalid("invalid protobuf body: truncated varint")
-            byte = data[self.pos]
-            self.pos += 1
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result
-            shift += 7
-            if shift > 63:
-                raise errors.Invalid("invalid protobuf body: varint too long")
-
-    def fields(self) -> list[tuple[int, int, Any]]:
-        """All (number, wire type, raw value) of one message; bytes for length-delimited values."""
-        out: list[tuple[int, int, Any]] = []
-        data = self.data
-        while self.pos < len(data):
-            key = self.varint()
-            number, wire = key >> 3, key & 7
-            if number == 0:
-                raise errors.Invalid("invalid protobuf body: field number 0")
-            if wire == 0:
-                out.append((number, wire, self.varint()))
-            elif wire == 2:
-                length = self.varint()
-                end = self.pos + length
-                if end > len(data):
-                    raise errors.Invalid("invalid protobuf body: length beyond the end of the message")
-                out.append((number, wire, data[self.pos:end]))
-                self.pos = end
-            elif wire == 1:
-                out.append((number, wire, int.from_bytes(data[self.pos:self.pos + 8], "little")))
-                self.pos += 8
-            elif wire == 5:
-                out.append((number, wire, int.from_bytes(data[self.pos:self.pos + 4], "little")))
-                self.pos += 4
-            else:
-                raise errors.Invalid(f"invalid protobuf body: unsupported wire type {wire}")
-        return out
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    byte = data[pos] if pos < len(data) else -1
+    if 0 <= byte < 0x80:  # most varints are one byte
+        return byte, pos + 1
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise _invalid("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise _invalid("varint longer than 10 bytes")
 
 
 def _signed(value: int, bits: int) -> int:
-    value &= (1 << 64) - 1
-    if value >= 1 << 63:
-        value -= 1 << 64
-    if bits == 32:
-        value = ((value + (1 << 31)) % (1 << 32)) - (1 << 31)
-    return value
+    """Go's int32/int64 from a varint: negative numbers are 64-bit two's complement (no zigzag)."""
+    value &= (1 << bits) - 1
+    return value - (1 << bits) if value >> (bits - 1) else value
 
 
-def _scalar(kind: str, wire: int, raw: Any) -> Any:
-    if kind == "string":
-        if wire != 2:
-            raise errors.Invalid("invalid protobuf body: string field with a non-length wire type")
+def _scalar(scalar: str, value: Any, where: str) -> Any:
+    if scalar == "string":
         try:
-            return raw.decode()
+            return value.decode()
         except UnicodeDecodeError:
-            raise errors.Invalid("invalid protobuf body: a string field is not UTF-8") from None
-    if kind == "bytes":
-        return base64.b64encode(raw).decode()
-    if kind == "bool":
-        return bool(raw)
-    if kind in ("int32", "int64"):
-        return _signed(raw, 32 if kind == "int32" else 64)
-    if kind in ("uint32", "uint64", "fixed32", "fixed64"):
-        return raw
-    raise errors.Invalid(f"invalid protobuf body: unsupported scalar type {kind}")
+            raise _invalid(f"{where} is not UTF-8 text") from None
+    if scalar == "bytes":
+        return base64.b64encode(value).decode()
+    if scalar == "bool":
+        return value != 0
+    if scalar == "int32":
+        return _signed(value, 32)
+    if scalar == "int64":
+        return _signed(value, 64)
+    return value  # unsigned and fixed types: the value as read
 
 
-def _packed(kind: str, raw: bytes) -> list[Any]:
-    reader = _Reader(raw)
-    values = []
-    while reader.pos < len(raw):
-        values.append(_scalar(kind, 0, reader.varint()))
+def _check_wire(scalar_or_kind: str, wire: int, repeated: bool, where: str) -> None:
+    if scalar_or_kind in VARINT_SCALARS:
+        if wire == 0 or (wire == LENGTH_DELIMITED and repeated):  # packed repeated varints
+            return
+        raise _invalid(f"{where} must be a varint (wire type 0), not wire type {wire}")
+    if wire != LENGTH_DELIMITED:
+        raise _invalid(f"{where} must be length-delimited (wire type 2), not wire type {wire}")
+
+
+def _packed(scalar: str, data: bytes, where: str) -> list[Any]:
+    values, pos = [], 0
+    while pos < len(data):
+        value, pos = _varint(data, pos)
+        values.append(_scalar(scalar, value, where))
     return values
 
 
-def _rfc3339(seconds: int, nanos: int = 0, micro: bool = False) -> str:
-    moment = datetime.fromtimestamp(seconds, UTC)
-    if micro:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1000:06d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+def _go_duration(nanoseconds: int) -> str:
+    """Go's time.Duration.String(): 1h2m3.5s, 1m0s, 2.5s, 150ms, 3µs, 0s."""
+    if nanoseconds == 0:
+        return "0s"
+    sign, n = ("-", -nanoseconds) if nanoseconds < 0 else ("", nanoseconds)
+    if n < 10**9:
+        for unit, size in (("ms", 10**6), ("µs", 10**3), ("ns", 1)):
+            if n >= size:
+                return sign + _decimal(n, size) + unit
+    hours, rest = divmod(n, 3600 * 10**9)
+    minutes, rest = divmod(rest, 60 * 10**9)
+    text = _decimal(rest, 10**9) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{text}"
+    return f"{sign}{minutes}m{text}" if minutes else sign + text
 
 
-def _duration(nanoseconds: int) -> str:
-    seconds, _ = divmod(nanoseconds, 10**9)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s" if minutes else f"{secs}s"
+def _decimal(value: int, unit: int) -> str:
+    whole, fraction = divmod(value, unit)
+    if not fraction:
+        return str(whole)
+    digits = len(str(unit)) - 1
+    return f"{whole}.{fraction:0{digits}d}".rstrip("0")
 
 
-def _special(name: str, raw: bytes) -> Any:
-    fields = {number: value for number, _, value in _Reader(raw).fields()}
-    if name.endswith((".Time", ".MicroTime")):
-        seconds = _signed(fields.get(1, 0), 64)
-        nanos = _signed(fields.get(2, 0), 32)
+def _special(message: str, data: bytes, where: str) -> Any:
+    """The JSON form of Time, MicroTime, Duration, Quantity, IntOrString, RawExtension and FieldsV1."""
+    fields: dict[int, Any] = {}
+    for number, wire, value in _fields(data):
+        fields[number] = value
+        expected_varint = message in (TIME, MICRO_TIME, DURATION) or (message == INT_OR_STRING and number < 3)
+        if expected_varint != (wire == 0):
+            raise _invalid(f"{where}: field {number} of {message.rsplit('.', 1)[-1]} has wire type {wire}")
+    if message in (TIME, MICRO_TIME):
+        seconds, nanos = _signed(fields.get(1, 0), 64), _signed(fields.get(2, 0), 32)
         if not seconds and not nanos:
-            return None
-        return _rfc3339(seconds, nanos, micro=name.endswith("MicroTime"))
-    if name.endswith(".Duration"):
-        return _duration(_signed(fields.get(1, 0), 64))
-    if name.endswith("Quantity"):
-        return fields.get(1, b"").decode()
-    if name.endswith("IntOrString"):
+            return None  # the zero Time, which Go's JSON writes as null
+        try:
+            moment = EPOCH + timedelta(seconds=seconds)
+        except OverflowError:
+            raise _invalid(f"{where}: time {seconds}s is out of range") from None
+        if message == MICRO_TIME:
+            return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos // 1000:06d}Z"
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if message == DURATION:
+        return _go_duration(_signed(fields.get(1, 0), 64))
+    if message == QUANTITY:
+        return _scalar("string", fields.get(1, b""), where)
+    if message == INT_OR_STRING:
         if fields.get(1, 0) == 1:
-            return fields.get(3, b"").decode()
+            return _scalar("string", fields.get(3, b""), where)
         return _signed(fields.get(2, 0), 32)
-    raw_json = fields.get(1, b"")  # RawExtension, FieldsV1
-    if not raw_json:
+    raw = fields.get(1, b"")  # RawExtension and FieldsV1 carry JSON
+    if not raw:
         return None
+    if raw.startswith(MAGIC):  # an embedded object in protobuf
+        return decode(raw)
     try:
-        return orjson.loads(raw_json)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise errors.Invalid(f"invalid protobuf body: embedded {name.rsplit('.', 1)[-1]} is not JSON") from None
+        raise _invalid(f"{where} holds neither JSON nor a protobuf object") from None
 
 
-def decode_message(name: str, raw: bytes) -> dict[str, Any]:
-    messages = _table()["messages"]
-    spec = messages.get(name)
-    if spec is None:
-        raise errors.Unsupported(f"protobuf message {name} is not known to this server")
+def _is_go_zero(value: Any) -> bool:
+    return value is None or value == "" or value is False or value == {} or (type(value) is int and value == 0)
+
+
+def decode_message(message: str, data: bytes, path: str = "") -> dict[str, Any]:
+    """One message of the field table as its JSON object; ``path`` (the JSON path) only names errors."""
+    spec = _spec(message)
     result: dict[str, Any] = {}
-    for number, wire, value in _Reader(raw).fields():
-        field = spec.get(str(number))
+    for number, wire, value in _fields(data):
+        field = spec.get(number)
         if field is None:
-            raise errors.Invalid(f"invalid protobuf body: unknown field number {number} in {name.rsplit('.', 1)[-1]}")
-        json_name, kind, target, flags = field
-        repeated, pointer, inline = "r" in flags, "p" in flags, "i" in flags
-        if kind == "map":
-            entry = {n: v for n, w, v in _Reader(value).fields()} if wire == 2 else {}
-            key_kind, value_kind = target
-            key = _scalar(key_kind, 2 if key_kind in ("string", "bytes") else 0, entry.get(1, b"" if key_kind in (
-                "string", "bytes") else 0))
-            if value_kind in ("string", "bytes", "bool", "int32", "int64"):
-                item = _scalar(value_kind, 2 if value_kind in ("string", "bytes") else 0,
-                               entry.get(2, b"" if value_kind in ("string", "bytes") else 0))
-            elif value_kind in SPECIAL:
-                item = _special(value_kind, entry.get(2, b""))
-            else:
-                item = decode_message(value_kind, entry.get(2, b""))
-            result.setdefault(json_name, {})[key] = item
-            continue
+            if value in (0, b""):
+                continue  # a zero field from a newer client: Go would drop it, and so may we
+            raise _invalid(f"{path or message.rsplit('.', 1)[-1]}: unknown field number {number} in "
+                           f"{message.rsplit('.', 1)[-1]}")
+        name = field.json_name
+        where = f"{path}.{name}" if path else name
+        kind = field.kind
         if kind == "scalar":
-            if repeated and wire == 2 and target not in ("string", "bytes"):
-                result.setdefault(json_name, []).extend(_packed(target, value))
+            _check_wire(field.target, wire, field.repeated, where)
+            if field.repeated:
+                items = result.setdefault(name, [])
+                if wire == LENGTH_DELIMITED and field.target in VARINT_SCALARS:
+                    items.extend(_packed(field.target, value, where))
+                else:
+                    items.append(_scalar(field.target, value, where))
                 continue
-            decoded = _scalar(target, wire, value)
-        elif target in SPECIAL:
-            decoded = _special(target, value)
-            if decoded is None and target.endswith(".Time") and not pointer and not repeated:
-                result[json_name] = None  # Go's JSON writes a zero Time struct as null, omitempty or not
-                continue
-        else:
-            decoded = decode_message(target, value)
-        if inline and isinstance(decoded, dict):
-            result.update(decoded)
+            decoded = _scalar(field.target, value, where)
+        elif kind == "map":
+            _check_wire("map", wire, False, where)
+            key, item = _map_entry(field.target, value, where)
+            result.setdefault(name, {})[key] = item
             continue
-        if repeated:
-            result.setdefault(json_name, []).append(decoded)
-        elif pointer:
-            result[json_name] = decoded if decoded is not None else {}
-        elif decoded is None or decoded == "" or decoded == {} or (decoded is False) or (
-            decoded == 0 and not isinstance(decoded, bool) and isinstance(decoded, int)
-        ):
-            continue  # Go writes every non-pointer field; its zero value means "unset"
         else:
-            result[json_name] = decoded
+            _check_wire(kind, wire, field.repeated, where)
+            if kind == "special":
+                decoded = _special(field.target, value, where)
+                if decoded is None and field.target in (TIME, MICRO_TIME) and not field.repeated:
+                    result[name] = None  # Go's JSON writes a zero Time, pointer or not, as null
+                    continue
+            else:
+                decoded = decode_message(field.target, value, where)
+        if field.inline and isinstance(decoded, dict):
+            result.update(decoded)
+        elif field.repeated:
+            result.setdefault(name, []).append(decoded)
+        elif field.pointer or not _is_go_zero(decoded):
+            result[name] = decoded
     return result
+
+
+def _map_entry(types: tuple[str, str], data: bytes, where: str) -> tuple[Any, Any]:
+    key_type, value_type = types
+    entry = {number: (wire, value) for number, wire, value in _fields(data)}
+    defaults = {1: key_type, 2: value_type}
+    parts: list[Any] = []
+    for number in (1, 2):
+        value_kind = defaults[number]
+        is_varint = value_kind in VARINT_SCALARS
+        wire, value = entry.get(number, (0 if is_varint else LENGTH_DELIMITED, 0 if is_varint else b""))
+        _check_wire(value_kind, wire, False, where)
+        if value_kind in SPECIAL:
+            parts.append(_special(value_kind, value, where))
+        elif "." in value_kind:
+            parts.append(decode_message(value_kind, value, where))
+        else:
+            parts.append(_scalar(value_kind, value, where))
+    return parts[0], parts[1]
 
 
 def decode(body: bytes) -> dict[str, Any]:
     """The JSON object a protobuf request body carries (apiVersion and kind set)."""
     if not body.startswith(MAGIC):
-        raise errors.Invalid("invalid protobuf body: missing the k8s\\x00 prefix")
-    type_meta: dict[int, Any] = {}
+        raise _invalid("it does not start with the k8s\\x00 prefix of Kubernetes protobuf")
+    type_meta: list[WireField] = []
     raw = b""
-    for number, wire, value in _Reader(body[len(MAGIC):]).fields():
-        if number == 1 and wire == 2:
-            type_meta = {n: v for n, _, v in _Reader(value).fields()}
-        elif number == 2 and wire == 2:
+    for number, wire, value in _fields(body[len(MAGIC):]):
+        if wire != LENGTH_DELIMITED:
+            raise _invalid(f"field {number} of the runtime.Unknown envelope has wire type {wire}")
+        if number == 1:
+            type_meta = _fields(value)
+        elif number == 2:
             raw = value
-        elif number == 3 and wire == 2 and value:
-            raise errors.Unsupported("protobuf bodies with a contentEncoding are not supported; send JSON")
-    try:
-        api_version = type_meta.get(1, b"").decode()
-        kind = type_meta.get(2, b"").decode()
-    except (UnicodeDecodeError, AttributeError):
-        raise errors.Invalid("invalid protobuf body: typeMeta is not text") from None
+        elif number == 3 and value:
+            raise errors.Unsupported("protobuf bodies with a contentEncoding are not supported; send JSON or YAML")
+    names = {number: value for number, wire, value in type_meta if wire == LENGTH_DELIMITED}
+    api_version = _scalar("string", names.get(1, b""), "typeMeta.apiVersion")
+    kind = _scalar("string", names.get(2, b""), "typeMeta.kind")
     if not kind:
-        raise errors.Invalid("invalid protobuf body: no kind in typeMeta")
-    name = _message_for(api_version, kind)
-    if name is None:
-        raise errors.Unsupported(f"protobuf bodies of {api_version}/{kind} are not supported by this server; send "
-                                 "JSON or YAML")
-    obj = decode_message(name, raw)
-    return {"apiVersion": api_version, "kind": kind, **obj}
+        raise _invalid("the envelope's typeMeta names no kind")
+    message = _message_for(api_version, kind)
+    if message is None:
+        raise errors.Unsupported(f"protobuf bodies of kind {kind} ({api_version or 'no apiVersion'}) are not "
+                                 "supported by this server; send JSON or YAML")
+    return {"apiVersion": api_version, "kind": kind, **decode_message(message, raw)}

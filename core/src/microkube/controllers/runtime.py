@@ -18,10 +18,13 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from microkube.client import Client, Resource
 from microkube_interfaces import errors
+from microkube_interfaces.controllers import Outcome, Reconciler
+
+__all__ = ["ControllerRunner", "Informer", "LeaderElector", "Outcome", "Reconciler", "WorkQueue", "object_key"]
 
 log = logging.getLogger(__name__)
 
@@ -227,33 +230,6 @@ class WorkQueue:
             timer.cancel()
         for _ in range(workers):
             self._queue.put_nowait(None)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a reconcile asks for next: nothing, another look after a delay, or a retry with backoff."""
-
-    requeue_after: float | None = None
-    error: BaseException | None = None
-
-    @classmethod
-    def done(cls) -> Outcome:
-        return cls()
-
-    @classmethod
-    def after(cls, seconds: float) -> Outcome:
-        return cls(requeue_after=seconds)
-
-    @classmethod
-    def retry(cls, error: BaseException) -> Outcome:
-        return cls(error=error)
-
-
-class Reconciler(Protocol):
-    name: str
-
-    async def reconcile(self, key: str) -> Outcome:
-        """Make the world match the desired state of ``key``; must be idempotent and level-triggered."""
 
 
 @dataclass

@@ -1,0 +1,32 @@
+"""The built-in controllers, registered through ``microkube_controllers`` like any pack's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from microkube.controllers.replicaset import PODS, REPLICASETS, REPLICATIONCONTROLLERS, ReplicaSetController
+from microkube_interfaces.controllers import ControllerContext, ControllerRegistration, Reconciler
+from microkube_interfaces.hookspecs import PluginInfo, ServerSettings
+from microkube_interfaces.markers import hookimpl
+
+
+def _replicasets(context: ControllerContext) -> Reconciler:
+    return ReplicaSetController(context, REPLICASETS)
+
+
+def _replicationcontrollers(context: ControllerContext) -> Reconciler:
+    return ReplicaSetController(context, REPLICATIONCONTROLLERS)
+
+
+@hookimpl
+def microkube_plugin_info() -> PluginInfo:
+    return PluginInfo(name="builtin-controllers", interfaces={"controllers": ("v1",)})
+
+
+@hookimpl
+def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegistration]:
+    return [
+        ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
+        ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
+                               owns=(PODS,)),
+    ]
