@@ -7,7 +7,8 @@ its JSON is inlined into the parent (embedded structs). Field numbers and names 
 format (Apache-2.0 sources); nothing else is taken from them.
 
 Usage: python tools/gen_protobuf_table.py API_GIT_DIR APIMACHINERY_GIT_DIR [TAG]
-(bare git directories, e.g. from the search tool's fetch; TAG defaults to v0.32.9).
+(bare git directories, e.g. from the search tool's fetch; TAG defaults to v0.32.4).
+The generated data is derived from those Apache-2.0 sources (Copyright The Kubernetes Authors).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def qualify(package: str, kind: str) -> str:
 
 def main() -> None:
     api, machinery = sys.argv[1], sys.argv[2]
-    tag = sys.argv[3] if len(sys.argv) > 3 else "v0.32.9"
+    tag = sys.argv[3] if len(sys.argv) > 3 else "v0.32.4"
     table: dict[str, dict[str, list[object]]] = {}
     groups: dict[str, str] = {}
     sources = [(api, p) for p in git(api, "ls-tree", "-r", "--name-only", tag).split() if p.endswith("generated.proto")]
