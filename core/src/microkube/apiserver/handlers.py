@@ -179,6 +179,9 @@ class Handlers:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if r.namespaced and not info.namespace and info.name:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        if not r.namespaced and info.namespace and r.kind != "Namespace":
+            raise ApiError(404, "NotFound", f"{r.plural} are cluster-scoped: use /{info.path.split('/')[1]}/"
+                                            f"{r.group_version}/{r.plural} without a namespace")
         namespace = info.namespace if r.namespaced else ""
         if info.subresource and info.subresource not in ("status",):
             return await self.server.subresources.handle(request, info, served, namespace, user)
@@ -559,11 +562,12 @@ class Handlers:
                                   columns=first[0])
                 first[0] = False
                 return orjson.dumps({"type": event.type, "object": obj}) + b"\n"
-            encoded = event.encoded.get("json")
-            if encoded is None or event.type not in ("ADDED", "MODIFIED", "DELETED"):
+            # Shared by every watcher of this event that is served the same version.
+            encoded = event.encoded.get(served.api_version)
+            if encoded is None:
                 encoded = b'{"type":"' + event.type.encode() + b'","object":' + \
                     self._as_version(served, event.entry.raw) + b"}\n"
-                event.encoded["json"] = encoded
+                event.encoded[served.api_version] = encoded
             return encoded
 
         loop = asyncio.get_running_loop()
