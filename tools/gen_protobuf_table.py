@@ -25,6 +25,7 @@ FIELD = re.compile(r"^\s*(optional|repeated)\s+([\w.]+)\s+(\w+)\s*=\s*(\d+);")
 MAP_FIELD = re.compile(r"^\s*map<\s*([\w.]+)\s*,\s*([\w.]+)\s*>\s+(\w+)\s*=\s*(\d+);")
 PACKAGE = re.compile(r"^package ([\w.]+);")
 STRUCT = re.compile(r"^type (\w+) struct \{")
+SLICE_TYPE = re.compile(r"^type (\w+) \[\][\w.]+\s*$")
 GO_FIELD = re.compile(r"^\s*(?:(\w+)\s+)?([\w.*\[\]]+(?:\[[\w.*\[\]]+\][\w.*\[\]]*)?)\s+`([^`]*)`")
 TAG = re.compile(r'(\w+):"([^"]*)"')
 SCALARS = {"string", "bytes", "bool", "int32", "int64", "uint32", "uint64", "double", "float", "sint32", "sint64",
@@ -35,15 +36,21 @@ def git(repo: str, *args: str) -> str:
     return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True).stdout
 
 
-def go_facts(repo: str, tag: str, directory: str) -> dict[tuple[str, int], tuple[str, bool, bool]]:
-    """(struct, proto number) → (json name, pointer, inline) from the package's Go sources."""
+def go_facts(repo: str, tag: str, directory: str) -> tuple[dict[tuple[str, int], tuple[str, bool, bool]], set[str]]:
+    """(struct, proto number) → (json name, pointer, inline) from the package's Go sources, and the names of
+    the Go slice types (``type ExtraValue []string``) that protobuf wraps in a message of ``items`` but JSON
+    writes as a plain list."""
     facts: dict[tuple[str, int], tuple[str, bool, bool]] = {}
+    slices: set[str] = set()
     files = [f for f in git(repo, "ls-tree", "--name-only", f"{tag}:{directory}").split()
              if f.endswith(".go") and not f.endswith("_test.go") and not f.startswith("generated") and
              not f.startswith("zz_")]
     for name in files:
         struct = None
         for line in git(repo, "show", f"{tag}:{directory}/{name}").splitlines():
+            if match := SLICE_TYPE.match(line):
+                slices.add(match.group(1))
+                continue
             if match := STRUCT.match(line):
                 struct = match.group(1)
                 continue
@@ -63,7 +70,7 @@ def go_facts(repo: str, tag: str, directory: str) -> dict[tuple[str, int], tuple
             json_name = tags.get("json", "").split(",")[0]
             inline = "inline" in tags.get("json", "").split(",")[1:] and not json_name
             facts[(struct, int(proto[1]))] = (json_name, go_type.startswith("*"), inline)
-    return facts
+    return facts, slices
 
 
 def parse_proto(text: str) -> tuple[str, dict[str, list[tuple[int, str, str, str, str]]]]:
@@ -99,13 +106,15 @@ def main() -> None:
     tag = sys.argv[3] if len(sys.argv) > 3 else "v0.32.4"
     table: dict[str, dict[str, list[object]]] = {}
     groups: dict[str, str] = {}
+    lists: list[str] = []
     sources = [(api, p) for p in git(api, "ls-tree", "-r", "--name-only", tag).split() if p.endswith("generated.proto")]
     sources += [(machinery, p) for p in git(machinery, "ls-tree", "-r", "--name-only", tag).split()
                 if p.endswith("generated.proto") and "testapigroup" not in p]
     for repo, path in sources:
         directory = path.rsplit("/", 1)[0]
         package, messages = parse_proto(git(repo, "show", f"{tag}:{path}"))
-        facts = go_facts(repo, tag, directory)
+        facts, slices = go_facts(repo, tag, directory)
+        lists += [f"{package}.{message}" for message in messages if message in slices]
         if repo == api:
             register = git(repo, "show", f"{tag}:{directory}/register.go") if "register.go" in git(
                 repo, "ls-tree", "--name-only", f"{tag}:{directory}").split() else ""
@@ -125,7 +134,7 @@ def main() -> None:
                                           flags]
             table[f"{package}.{message}"] = entry
     document = {"source": f"k8s.io/api and k8s.io/apimachinery {tag} (generated.proto, Go struct tags)",
-                "groups": groups, "messages": dict(sorted(table.items()))}
+                "groups": groups, "lists": sorted(lists), "messages": dict(sorted(table.items()))}
     OUT.write_text(json.dumps(document, separators=(",", ":"), sort_keys=False) + "\n")
     print(f"{len(table)} messages, {sum(len(m) for m in table.values())} fields -> {OUT}")
 

@@ -233,3 +233,15 @@ def test_the_table_covers_the_whole_api() -> None:
     assert messages["k8s.io.api.core.v1.Probe"]["1"][3] == "i"  # ProbeHandler is inlined
     assert table["groups"]["k8s.io.api.rbac.v1"] == "rbac.authorization.k8s.io"
     assert table["groups"]["k8s.io.api.core.v1"] == ""
+
+
+def test_go_slice_types_decode_to_plain_lists() -> None:
+    extra = length(1, "scopes") + length(2, length(1, "read") + length(1, "write"))  # map<string, ExtraValue>
+    review_spec = length(3, "alice") + length(5, extra)
+    review = protobuf.decode(envelope("authorization.k8s.io/v1", "SubjectAccessReview",
+                                      metadata("") + length(2, review_spec)))
+    assert review["spec"] == {"user": "alice", "extra": {"scopes": ["read", "write"]}}
+    verbs = length(1, "get") + length(1, "list")
+    resource = length(1, "pods") + number(2, 1) + length(3, "Pod") + length(4, verbs)
+    decoded = protobuf.decode_message("k8s.io.apimachinery.pkg.apis.meta.v1.APIResource", resource)
+    assert decoded == {"name": "pods", "namespaced": True, "kind": "Pod", "verbs": ["get", "list"]}

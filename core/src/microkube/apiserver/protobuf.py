@@ -54,7 +54,7 @@ def _invalid(problem: str) -> errors.Invalid:
 @dataclass(frozen=True, slots=True)
 class _Field:
     json_name: str
-    kind: str  # "scalar", "message", "special" or "map"
+    kind: str  # "scalar", "message", "special", "list" (a Go slice type wrapped in a message) or "map"
     target: Any  # scalar or message type; for maps the (key type, value type) pair
     repeated: bool
     pointer: bool
@@ -69,6 +69,12 @@ def _table() -> dict[str, Any]:
 
 
 @functools.cache
+def _list_wrappers() -> frozenset[str]:
+    """Messages of Go slice types (``type ExtraValue []string``): protobuf wraps them, JSON writes the list."""
+    return frozenset(_table()["lists"])
+
+
+@functools.cache
 def _spec(message: str) -> dict[int, _Field]:
     entry = _table()["messages"].get(message)
     if entry is None:
@@ -77,6 +83,8 @@ def _spec(message: str) -> dict[int, _Field]:
     for number, (json_name, kind, target, flags) in entry.items():
         if kind == "message" and target in SPECIAL:
             kind = "special"
+        elif kind == "message" and target in _list_wrappers():
+            kind = "list"
         elif kind == "map":
             target = tuple(target)
         spec[int(number)] = _Field(json_name, kind, target, "r" in flags, "p" in flags, "i" in flags)
@@ -287,6 +295,8 @@ def decode_message(message: str, data: bytes, path: str = "") -> dict[str, Any]:
                 if decoded is None and field.target in (TIME, MICRO_TIME) and not field.repeated:
                     result[name] = None  # Go's JSON writes a zero Time, pointer or not, as null
                     continue
+            elif kind == "list":
+                decoded = _unwrapped_list(field.target, value, where)
             else:
                 decoded = decode_message(field.target, value, where)
         if field.inline and isinstance(decoded, dict):
@@ -296,6 +306,11 @@ def decode_message(message: str, data: bytes, path: str = "") -> dict[str, Any]:
         elif field.pointer or not _is_go_zero(decoded):
             result[name] = decoded
     return result
+
+
+def _unwrapped_list(message: str, data: bytes, where: str) -> list[Any]:
+    items: list[Any] = decode_message(message, data, where).get("items", [])
+    return items
 
 
 def _map_entry(types: tuple[str, str], data: bytes, where: str) -> tuple[Any, Any]:
@@ -310,6 +325,8 @@ def _map_entry(types: tuple[str, str], data: bytes, where: str) -> tuple[Any, An
         _check_wire(value_kind, wire, False, where)
         if value_kind in SPECIAL:
             parts.append(_special(value_kind, value, where))
+        elif value_kind in _list_wrappers():
+            parts.append(_unwrapped_list(value_kind, value, where))
         elif "." in value_kind:
             parts.append(decode_message(value_kind, value, where))
         else:
