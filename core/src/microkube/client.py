@@ -86,6 +86,11 @@ def _raise_for(code: int, body: bytes) -> None:
     raise ApiStatusError(status, code)
 
 
+def _query(**parameters: Any) -> dict[str, Any]:
+    """Query parameters that are set (None and empty strings are left out; 0 is kept only if not a limit)."""
+    return {k: v for k, v in parameters.items() if v not in (None, "") and not (k == "limit" and not v)}
+
+
 class Client:
     def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None = None, token: str | None = None,
                  user_agent: str = "microkube") -> None:
@@ -152,15 +157,8 @@ class Client:
     async def list(self, resource: Resource, namespace: str = "", *, label_selector: str = "",
                    field_selector: str = "", limit: int = 0, resource_version: str = "") -> dict[str, Any]:
         """All pages of a list as one list object (its resourceVersion is the first page's)."""
-        query: dict[str, Any] = {}
-        if label_selector:
-            query["labelSelector"] = label_selector
-        if field_selector:
-            query["fieldSelector"] = field_selector
-        if limit:
-            query["limit"] = limit
-        if resource_version:
-            query["resourceVersion"] = resource_version
+        query = _query(labelSelector=label_selector, fieldSelector=field_selector, limit=limit,
+                       resourceVersion=resource_version)
         result: dict[str, Any] = await self.request("GET", resource.path(namespace), query=query)
         token = result.get("metadata", {}).get("continue")
         while token:
@@ -216,17 +214,9 @@ class Client:
 
         An ERROR event with code 410 raises Expired: the caller relists.
         """
-        query: dict[str, Any] = {"watch": "true"}
-        if resource_version:
-            query["resourceVersion"] = resource_version
-        if label_selector:
-            query["labelSelector"] = label_selector
-        if field_selector:
-            query["fieldSelector"] = field_selector
-        if timeout_seconds is not None:
-            query["timeoutSeconds"] = timeout_seconds
-        if bookmarks:
-            query["allowWatchBookmarks"] = "true"
+        query = _query(watch="true", resourceVersion=resource_version, labelSelector=label_selector,
+                       fieldSelector=field_selector, timeoutSeconds=timeout_seconds,
+                       allowWatchBookmarks="true" if bookmarks else "")
         url = f"{self.url}{resource.path(namespace)}?{urlencode(query)}"
         try:
             async with self._session.get(url) as response:

@@ -410,10 +410,7 @@ class ObjectStore:
         r = served.resource
         key = served.key(namespace, name)
         for _ in range(MAX_RETRIES):
-            kv = await self.store.get(key)
-            if kv is None:
-                raise not_found(r.plural, name, r.group)
-            current = decode_stored(kv)
+            kv, current = await self._read(served, key, name)
             if wanted_rv and wanted_rv != str(kv.mod_revision):
                 raise conflict(r.plural, name, r.group)
             new = await produce(copy.deepcopy(current))
@@ -481,6 +478,12 @@ class ObjectStore:
             meta["generation"] = int(cur_meta.get("generation") or 1) + 1
         return new
 
+    async def _read(self, served: Served, key: str, name: str) -> tuple[KeyValue, dict[str, Any]]:
+        kv = await self.store.get(key)
+        if kv is None:
+            raise not_found(served.resource.plural, name, served.resource.group)
+        return kv, decode_stored(kv)
+
     async def _remove(self, served: Served, key: str, name: str, revision: int, meta: dict[str, Any]) -> bool:
         """Delete the stored object if it is still at ``revision``; False when another write came first."""
         try:
@@ -504,10 +507,7 @@ class ObjectStore:
         r = served.resource
         key = served.key(namespace, name)
         for _ in range(MAX_RETRIES):
-            kv = await self.store.get(key)
-            if kv is None:
-                raise not_found(r.plural, name, r.group)
-            current = decode_stored(kv)
+            kv, current = await self._read(served, key, name)
             meta = current["metadata"]
             if options.precondition_uid and options.precondition_uid != meta.get("uid"):
                 raise conflict(r.plural, name, r.group,
