@@ -1,7 +1,7 @@
 """Record the protobuf request bodies that kubectl 1.32's typed commands send, as test fixtures.
 
 A loopback HTTP stub answers just enough (version, legacy discovery, an empty OpenAPI v3 index, a few
-objects that commands read first) and records every POST body. For each case the script writes
+objects that commands read first) and records every POST and DELETE body. For each case the script writes
 
     core/tests/fixtures/protobuf/<name>.bin    the raw body, exactly as kubectl sent it
     core/tests/fixtures/protobuf/<name>.json   the JSON object the body must decode to
@@ -82,9 +82,20 @@ DEPLOYMENT = {
              "template": {"metadata": {"labels": {"app": "web"}},
                           "spec": {"containers": [{"name": "nginx", "image": "nginx"}]}}},
 }
+NODE = {"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node1", "uid": "6f1c2b1e-0000-4000-8000-000000000003"}}
+PODS_ON_NODE = {  # drain lists these, deletes each, then polls it until the GET is 404
+    "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "7"},
+    "items": [{"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "worker", "namespace": "default", "uid": "6f1c2b1e-0000-4000-8000-000000000004"},
+               "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "busybox"}]},
+               "status": {"phase": "Running"}}],
+}
 OBJECTS = {
     "/apis/batch/v1/namespaces/default/cronjobs/nightly": CRONJOB,
     "/apis/apps/v1/namespaces/default/deployments/web": DEPLOYMENT,
+    "/api/v1/nodes/node1": NODE,
+    "/api/v1/pods": PODS_ON_NODE,
 }
 
 
@@ -145,6 +156,10 @@ CASES = [
                      "--rule=foo.test/tls*=svc2:http,tls=cert", "--default-backend=fallback:80"]),
     Case("autoscale", ["autoscale", "deployment", "web", "--min=2", "--max=5", "--cpu-percent=80"],
          go_zero=("status",)),
+    Case("drain-delete-options", ["drain", "node1", "--disable-eviction", "--force", "--grace-period=0",
+                                  "--timeout=30s"], oracle=False,
+         expected={"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0},
+         reply={"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"}),
     Case("token", ["create", "token", "robot", "--duration=1h", "--audience=https://api.test",
                    "--audience=vault"], oracle=False,
          expected={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
@@ -273,6 +288,19 @@ class Handler(BaseHTTPRequestHandler):
         self.server.recorded.append(Recorded("POST", self.path, self.headers.get("Content-Type", ""), body))
         self._send(201, self.server.reply)
 
+    def do_DELETE(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.recorded.append(Recorded("DELETE", self.path, self.headers.get("Content-Type", ""), body))
+        self._send(200, self.server.reply)
+
+    def do_PATCH(self) -> None:  # drain cordons the node first, with a JSON patch: answered, not recorded
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        path = urlsplit(self.path).path
+        if path in OBJECTS:
+            self._send(200, OBJECTS[path])
+        else:
+            self._not_found()
+
 
 def kubeconfig(directory: Path, port: int) -> Path:
     config = {"apiVersion": "v1", "kind": "Config", "current-context": "stub",
@@ -330,20 +358,20 @@ def main() -> None:
             stub.recorded.clear()
             run(case.args)
             if len(stub.recorded) != 1:
-                raise SystemExit(f"{case.name}: expected one POST, got {[r.path for r in stub.recorded]}")
+                raise SystemExit(f"{case.name}: expected one request body, got {[r.path for r in stub.recorded]}")
             request = stub.recorded[0]
             if not request.content_type.startswith(PROTOBUF):
                 raise SystemExit(f"{case.name}: kubectl sent {request.content_type}, not protobuf")
             (FIXTURES / f"{case.name}.bin").write_bytes(request.body)
             (FIXTURES / f"{case.name}.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
-            manifest[case.name] = {"command": ["kubectl", *case.args], "path": request.path,
+            manifest[case.name] = {"command": ["kubectl", *case.args], "method": request.method, "path": request.path,
                                    "contentType": request.content_type,
                                    "expected": "kubectl --dry-run=client -o json" if case.oracle else "hand-written"}
-            print(f"{case.name}: {len(request.body)} bytes, POST {request.path}")
+            print(f"{case.name}: {len(request.body)} bytes, {request.method} {request.path}")
     stub.shutdown()
     (FIXTURES / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     if stub.unanswered:
-        print("unanswered requests (404):", *sorted(set(stub.unanswered)), sep="\n  ")
+        print("answered 404 (expected: drain's GET of the pod it deleted):", *sorted(set(stub.unanswered)), sep="\n  ")
 
 
 if __name__ == "__main__":
