@@ -60,7 +60,7 @@ def test_fixtures_cover_the_typed_commands() -> None:
     assert kinds >= {"Namespace", "ConfigMap", "Secret", "ServiceAccount", "Deployment", "Service", "Job", "CronJob",
                      "ResourceQuota", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "PriorityClass",
                      "PodDisruptionBudget", "Ingress", "HorizontalPodAutoscaler", "TokenRequest",
-                     "SelfSubjectAccessReview", "SelfSubjectRulesReview", "SelfSubjectReview"}
+                     "SelfSubjectAccessReview", "SelfSubjectRulesReview", "SelfSubjectReview", "DeleteOptions"}
 
 
 def test_the_namespace_body_of_the_notes() -> None:
