@@ -180,10 +180,10 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
 
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
-    assert {r.name for r in registrations} == {"replicaset", "replicationcontroller"}
+    assert {r.name for r in registrations} == {"deployment", "replicaset", "replicationcontroller"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
-    manager = ControllerManager(client, registrations, disabled=["replicationcontroller"])
+    manager = ControllerManager(client, registrations, disabled=["replicationcontroller", "deployment"])
     running = asyncio.create_task(manager.run())
     await client.create(REPLICASETS, replicaset(3), "default")
 
@@ -208,6 +208,72 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
     await settle(3)
     await client.patch(REPLICASETS, "web", {"spec": {"replicas": 1}}, "default")
     await settle(1)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+
+
+async def make_ready(client: Client) -> None:
+    """Stand in for kubelets: mark every pending pod Running and Ready."""
+    for pod in (await client.list(PODS, "default"))["items"]:
+        if (pod.get("status") or {}).get("phase") == "Running" or pod["metadata"].get("deletionTimestamp"):
+            continue
+        await client.patch(PODS, pod["metadata"]["name"], {"status": {
+            "phase": "Running", "conditions": [{"type": "Ready", "status": "True",
+                                                "lastTransitionTime": "2026-01-01T00:00:00Z"}]}},
+            "default", subresource="status")
+
+
+async def test_deployment_rolls_out_and_back(cluster: tuple[object, Client], tmp_path: Path) -> None:
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    _, client = cluster
+    registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
+    running = asyncio.create_task(ControllerManager(client, registrations).run())
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                  "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                           "template": {"metadata": {"labels": {"app": "web"}},
+                                        "spec": {"containers": [{"name": "c", "image": "web:1"}]}}}}
+    await client.create(DEPLOYMENTS, deployment, "default")
+
+    async def rolled_out(image: str) -> dict[str, object]:
+        for _ in range(300):
+            await make_ready(client)
+            live = await client.get(DEPLOYMENTS, "web", "default")
+            status = live.get("status") or {}
+            pods = [p for p in (await client.list(PODS, "default"))["items"]
+                    if not p["metadata"].get("deletionTimestamp")]
+            if (live["metadata"]["generation"] <= status.get("observedGeneration", 0)
+                    and status.get("updatedReplicas") == 4 and status.get("replicas") == 4
+                    and status.get("availableReplicas") == 4 and len(pods) == 4
+                    and all(p["spec"]["containers"][0]["image"] == image for p in pods)):
+                return live
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"rollout to {image} did not finish: {status}")
+
+    first = await rolled_out("web:1")
+    assert first["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    conditions = {c["type"]: c for c in first["status"]["conditions"]}
+    assert conditions["Available"]["status"] == "True"
+    assert conditions["Progressing"]["reason"] == "NewReplicaSetAvailable"
+    await client.patch(DEPLOYMENTS, "web", {"spec": {"template": {"spec": {"containers": [
+        {"name": "c", "image": "web:2"}]}}}}, "default", content_type="application/strategic-merge-patch+json")
+    second = await rolled_out("web:2")
+    assert second["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
+    sets = (await client.list(REPLICASETS, "default"))["items"]
+    assert sorted(rs["spec"]["replicas"] for rs in sets) == [0, 4]
+    assert all("pod-template-hash" in rs["spec"]["selector"]["matchLabels"] for rs in sets)
+    # `kubectl rollout undo` restores the old template: the old ReplicaSet becomes revision 3.
+    await client.patch(DEPLOYMENTS, "web", {"spec": {"template": {"spec": {"containers": [
+        {"name": "c", "image": "web:1"}]}}}}, "default", content_type="application/strategic-merge-patch+json")
+    third = await rolled_out("web:1")
+    assert third["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+    assert len((await client.list(REPLICASETS, "default"))["items"]) == 2
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
