@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     server_options(commands.add_parser("server", help="run the control plane (API server and store)"))
     server_options(commands.add_parser(
         "up", help="bring up a one-machine cluster on the embedded defaults (for now: the control plane)"))
+    manager = commands.add_parser(
+        "controller-manager", help="run the reconcile loops against an API server (leader-elected)")
+    manager.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the API server to manage")
+    manager.add_argument("--disable", default="", metavar="NAMES",
+                         help="comma-separated controllers not to run (see `microkube plugins`)")
+    manager.add_argument("--no-autoload", action="store_true")
     plugins = commands.add_parser("plugins", help="list the loaded plugins")
     plugins.add_argument("--no-autoload", action="store_true")
     return parser
@@ -116,7 +122,42 @@ def _main(argv: list[str]) -> int:
         return EXIT_USAGE
     if args.command == "plugins":
         return _plugins(args)
+    if args.command == "controller-manager":
+        return _event_loop_runner()(_controller_manager(args))  # type: ignore[no-any-return]
     return _serve(args)
+
+
+async def _controller_manager(args: argparse.Namespace) -> int:
+    from microkube.client import Client
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    if not args.kubeconfig.is_file():
+        raise CLIError(f"microkube: --kubeconfig {args.kubeconfig} does not exist; point it at the server's "
+                       "kubeconfig (DATA_DIR/kubeconfig)")
+    try:
+        plugins = Plugins(autoload=False if args.no_autoload else None)
+        registrations = plugins.controllers(ServerSettings(data_dir=str(args.kubeconfig.parent)))
+        disabled = [name.strip() for name in args.disable.split(",") if name.strip()]
+        client = Client.from_kubeconfig(args.kubeconfig, user_agent="microkube-controller-manager")
+        manager = ControllerManager(client, registrations, disabled=disabled)
+    except (errors.MicrokubeError, ValueError, KeyError, OSError) as exc:
+        raise CLIError(f"microkube: {exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    running = asyncio.create_task(manager.run_elected())
+    print(f"microkube controller manager running: {', '.join(r.name for r in manager.registrations)}", flush=True)
+    await stop.wait()
+    running.cancel()
+    try:
+        await running
+    except asyncio.CancelledError:
+        pass
+    await client.close()
+    return 0
 
 
 def _plugins(args: argparse.Namespace) -> int:
