@@ -180,7 +180,7 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
 
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
-    assert {r.name for r in registrations} == {"deployment", "replicaset", "replicationcontroller"}
+    assert {r.name for r in registrations} == {"deployment", "endpoints", "replicaset", "replicationcontroller"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
     manager = ControllerManager(client, registrations, disabled=["replicationcontroller", "deployment"])
@@ -274,6 +274,64 @@ async def test_deployment_rolls_out_and_back(cluster: tuple[object, Client], tmp
     third = await rolled_out("web:1")
     assert third["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
     assert len((await client.list(REPLICASETS, "default"))["items"]) == 2
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+SERVICES = Resource("", "v1", "services")
+ENDPOINTS = Resource("", "v1", "endpoints")
+SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
+
+
+async def test_endpoints_follow_ready_pods(cluster: tuple[object, Client], tmp_path: Path) -> None:
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    _, client = cluster
+    registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
+    running = asyncio.create_task(ControllerManager(client, registrations, disabled=["deployment"]).run())
+    await client.create(SERVICES, {"metadata": {"name": "web"}, "spec": {
+        "selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}, "default")
+    for index, ready in enumerate((True, False)):
+        await client.create(PODS, {"metadata": {"name": f"web-{index}", "labels": {"app": "web"}}, "spec": {
+            "containers": [{"name": "c", "image": "i", "ports": [{"name": "http", "containerPort": 8080}]}]}},
+            "default")
+        await client.patch(PODS, f"web-{index}", {"status": {"podIP": f"10.1.0.{index + 1}", "phase": "Running",
+                                                             "conditions": [{"type": "Ready",
+                                                                             "status": str(ready)}]}},
+                           "default", subresource="status")
+
+    async def endpoints() -> dict[str, object]:
+        for _ in range(200):
+            try:
+                found = await client.get(ENDPOINTS, "web", "default")
+            except errors.NotFound:
+                found = {}
+            subsets = found.get("subsets") or []
+            if subsets and subsets[0].get("notReadyAddresses"):
+                return found
+            await asyncio.sleep(0.05)
+        raise AssertionError("endpoints never appeared")
+
+    found = await endpoints()
+    subset = found["subsets"][0]  # type: ignore[index]
+    assert [a["ip"] for a in subset["addresses"]] == ["10.1.0.1"]
+    assert [a["ip"] for a in subset["notReadyAddresses"]] == ["10.1.0.2"]
+    assert subset["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    slices = (await client.list(SLICES, "default", label_selector="kubernetes.io/service-name=web"))["items"]
+    assert len(slices) == 1 and slices[0]["ports"][0]["port"] == 8080
+    assert sorted(e["conditions"]["ready"] for e in slices[0]["endpoints"]) == [False, True]
+    await client.delete(SERVICES, "web", "default")
+    for _ in range(200):
+        try:
+            await client.get(ENDPOINTS, "web", "default")
+        except errors.NotFound:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("endpoints outlived their service")
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running

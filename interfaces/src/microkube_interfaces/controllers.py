@@ -80,6 +80,9 @@ class ControllerContext(Protocol):
         """The shared cache of ``resource``; every cache has the index ``controller-uid`` (the uid of
         an object's controller ownerReference)."""
 
+    def enqueue(self, key: str) -> None:
+        """Queue a key of this controller (from a handler on another cache, e.g. pods → Services)."""
+
 
 @dataclass(frozen=True)
 class ControllerRegistration:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from microkube.controllers.deployment import DEPLOYMENTS, DeploymentController
+from microkube.controllers.endpoints import SERVICES, EndpointsController
 from microkube.controllers.replicaset import PODS, REPLICASETS, REPLICATIONCONTROLLERS, ReplicaSetController
 from microkube_interfaces.controllers import ControllerContext, ControllerRegistration, Reconciler
 from microkube_interfaces.hookspecs import PluginInfo, ServerSettings
@@ -28,6 +29,7 @@ def microkube_plugin_info() -> PluginInfo:
 def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegistration]:
     return [
         ControllerRegistration("deployment", DEPLOYMENTS, DeploymentController, owns=(REPLICASETS,)),
+        ControllerRegistration("endpoints", SERVICES, EndpointsController),
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from microkube.client import Client, Resource
-from microkube.controllers.runtime import ControllerRunner, Informer, LeaderElector, object_key
+from microkube.controllers.runtime import ControllerRunner, Informer, LeaderElector, WorkQueue, object_key
 from microkube_interfaces.controllers import Cache, ControllerRegistration, ResourceRef
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,21 @@ class InformerCache:
         self.informer.add_handler(handler)
 
 
+class _Context:
+    """What one controller sees: the shared caches and client, and its own queue."""
+
+    def __init__(self, manager: ControllerManager, queue: WorkQueue) -> None:
+        self.client = manager.client
+        self._manager = manager
+        self._queue = queue
+
+    def cache(self, resource: ResourceRef) -> Cache:
+        return self._manager.cache(resource)
+
+    def enqueue(self, key: str) -> None:
+        self._queue.add(key)
+
+
 class ControllerManager:
     def __init__(self, client: Client, registrations: Iterable[ControllerRegistration], *,
                  disabled: Iterable[str] = (), resync_seconds: float = 300.0) -> None:
@@ -78,8 +93,9 @@ class ControllerManager:
 
     def _build(self) -> None:
         for registration in self.registrations:
-            reconciler = registration.build(self)
-            runner = ControllerRunner(reconciler, workers=registration.workers)
+            queue = WorkQueue()
+            reconciler = registration.build(_Context(self, queue))
+            runner = ControllerRunner(reconciler, workers=registration.workers, queue=queue)
             self.runners[registration.name] = runner
             self._informer(registration.watches).add_handler(runner.enqueue)
             for owned in registration.owns:

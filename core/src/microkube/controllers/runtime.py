@@ -246,7 +246,7 @@ class ControllerRunner:
     def __init__(self, reconciler: Reconciler, *, workers: int = 2, queue: WorkQueue | None = None) -> None:
         self.reconciler = reconciler
         self.workers = workers
-        self.queue = queue or WorkQueue()
+        self.queue = queue if queue is not None else WorkQueue()  # an empty queue is falsy
         self.metrics = ControllerMetrics()
         self._tasks: list[asyncio.Task[None]] = []
 
