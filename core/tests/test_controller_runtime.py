@@ -180,7 +180,8 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
 
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
-    assert {r.name for r in registrations} == {"deployment", "endpoints", "replicaset", "replicationcontroller"}
+    assert {r.name for r in registrations} == {"deployment", "endpoints", "replicaset", "replicationcontroller",
+                                               "serviceaccount"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
     manager = ControllerManager(client, registrations, disabled=["replicationcontroller", "deployment"])
@@ -332,6 +333,35 @@ async def test_endpoints_follow_ready_pods(cluster: tuple[object, Client], tmp_p
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("endpoints outlived their service")
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+async def test_every_namespace_gets_a_default_service_account(cluster: tuple[object, Client],
+                                                             tmp_path: Path) -> None:
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    _, client = cluster
+    accounts = Resource("", "v1", "serviceaccounts")
+    registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
+    running = asyncio.create_task(ControllerManager(client, registrations).run())
+    await client.create(Resource("", "v1", "namespaces", namespaced=False), {"metadata": {"name": "team"}})
+
+    async def exists() -> bool:
+        for _ in range(200):
+            try:
+                await client.get(accounts, "default", "team")
+                return True
+            except errors.NotFound:
+                await asyncio.sleep(0.05)
+        return False
+
+    assert await exists()
+    await client.delete(accounts, "default", "team")
+    assert await exists()  # recreated
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running

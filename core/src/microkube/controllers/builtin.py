@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from microkube.controllers.deployment import DEPLOYMENTS, DeploymentController
 from microkube.controllers.endpoints import SERVICES, EndpointsController
 from microkube.controllers.replicaset import PODS, REPLICASETS, REPLICATIONCONTROLLERS, ReplicaSetController
+from microkube.controllers.serviceaccounts import NAMESPACES, ServiceAccountsController
 from microkube_interfaces.controllers import ControllerContext, ControllerRegistration, Reconciler
 from microkube_interfaces.hookspecs import PluginInfo, ServerSettings
 from microkube_interfaces.markers import hookimpl
@@ -30,6 +31,7 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
     return [
         ControllerRegistration("deployment", DEPLOYMENTS, DeploymentController, owns=(REPLICASETS,)),
         ControllerRegistration("endpoints", SERVICES, EndpointsController),
+        ControllerRegistration("serviceaccount", NAMESPACES, ServiceAccountsController),
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),
