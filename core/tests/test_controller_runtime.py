@@ -180,8 +180,8 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
 
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
-    assert {r.name for r in registrations} == {"deployment", "endpoints", "replicaset", "replicationcontroller",
-                                               "serviceaccount"}
+    assert {r.name for r in registrations} == {"deployment", "endpoints", "job", "replicaset",
+                                               "replicationcontroller", "serviceaccount"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
     manager = ControllerManager(client, registrations, disabled=["replicationcontroller", "deployment"])
@@ -362,6 +362,68 @@ async def test_every_namespace_gets_a_default_service_account(cluster: tuple[obj
     assert await exists()
     await client.delete(accounts, "default", "team")
     assert await exists()  # recreated
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+JOBS = Resource("batch", "v1", "jobs")
+
+
+def job(name: str, **spec: object) -> dict[str, object]:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {**spec, "template": {"spec": {"restartPolicy": "Never",
+                                                   "containers": [{"name": "c", "image": "busybox"}]}}}}
+
+
+async def finish_pods(client: Client, job_name: str, phase: str) -> int:
+    """Stand in for kubelets: the job's running pods end in ``phase``."""
+    count = 0
+    for pod in (await client.list(PODS, "default", label_selector=f"job-name={job_name}"))["items"]:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        await client.patch(PODS, pod["metadata"]["name"], {"status": {"phase": phase}}, "default",
+                           subresource="status")
+        count += 1
+    return count
+
+
+async def job_condition(client: Client, name: str, phase: str) -> dict[str, object]:
+    for _ in range(300):
+        live = await client.get(JOBS, name, "default")
+        conditions = {c["type"]: c for c in (live.get("status") or {}).get("conditions") or []}
+        if conditions.get(phase, {}).get("status") == "True":
+            return live
+        await finish_pods(client, name, "Succeeded" if phase == "Complete" else "Failed")
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {name} never reached {phase}: {live.get('status')}")
+
+
+async def test_jobs_complete_fail_and_index(cluster: tuple[object, Client], tmp_path: Path) -> None:
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    _, client = cluster
+    registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
+    running = asyncio.create_task(ControllerManager(client, registrations).run())
+    await client.create(JOBS, job("batch", completions=3, parallelism=2), "default")
+    done = await job_condition(client, "batch", "Complete")
+    assert done["status"]["succeeded"] == 3 and done["status"]["active"] == 0  # type: ignore[index]
+    assert done["status"]["completionTime"]  # type: ignore[index]
+    await client.create(JOBS, job("flaky", backoffLimit=1), "default")
+    failed = await job_condition(client, "flaky", "Failed")
+    reasons = {c["reason"] for c in failed["status"]["conditions"]}  # type: ignore[index]
+    assert "BackoffLimitExceeded" in reasons and failed["status"]["failed"] == 2  # type: ignore[index]
+    await client.create(JOBS, job("indexed", completions=3, parallelism=3, completionMode="Indexed"), "default")
+    for _ in range(100):
+        pods = (await client.list(PODS, "default", label_selector="job-name=indexed"))["items"]
+        if len(pods) == 3:
+            break
+        await asyncio.sleep(0.05)
+    indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
+    assert indexes == ["0", "1", "2"]
+    assert (await job_condition(client, "indexed", "Complete"))["status"]["completedIndexes"] == "0,1,2"  # type: ignore[index]
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running

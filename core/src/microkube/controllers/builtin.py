@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from microkube.controllers.deployment import DEPLOYMENTS, DeploymentController
 from microkube.controllers.endpoints import SERVICES, EndpointsController
+from microkube.controllers.job import JOBS, JobController
 from microkube.controllers.replicaset import PODS, REPLICASETS, REPLICATIONCONTROLLERS, ReplicaSetController
 from microkube.controllers.serviceaccounts import NAMESPACES, ServiceAccountsController
 from microkube_interfaces.controllers import ControllerContext, ControllerRegistration, Reconciler
@@ -32,6 +33,7 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("deployment", DEPLOYMENTS, DeploymentController, owns=(REPLICASETS,)),
         ControllerRegistration("endpoints", SERVICES, EndpointsController),
         ControllerRegistration("serviceaccount", NAMESPACES, ServiceAccountsController),
+        ControllerRegistration("job", JOBS, JobController, owns=(PODS,)),
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),
