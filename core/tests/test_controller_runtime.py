@@ -180,7 +180,7 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
 
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
-    assert {r.name for r in registrations} == {"deployment", "endpoints", "job", "replicaset",
+    assert {r.name for r in registrations} == {"cronjob", "deployment", "endpoints", "job", "replicaset",
                                                "replicationcontroller", "serviceaccount"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
@@ -424,6 +424,79 @@ async def test_jobs_complete_fail_and_index(cluster: tuple[object, Client], tmp_
     indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
     assert indexes == ["0", "1", "2"]
     assert (await job_condition(client, "indexed", "Complete"))["status"]["completedIndexes"] == "0,1,2"  # type: ignore[index]
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+CRONJOBS = Resource("batch", "v1", "cronjobs")
+
+
+def test_cron_schedules() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from microkube.controllers.cronjob import CronSchedule
+
+    moment = datetime(2026, 11, 24, 1, 3, tzinfo=UTC)
+    assert CronSchedule.parse("*/5 * * * *").next_after(moment) == datetime(2026, 11, 24, 1, 5, tzinfo=UTC)
+    assert CronSchedule.parse("@monthly").next_after(moment) == datetime(2026, 12, 1, tzinfo=UTC)
+    assert CronSchedule.parse("30 9 * * mon-fri").next_after(moment).hour == 9
+    assert CronSchedule.parse("0 0 29 2 *").next_after(moment).year == 2028  # the next leap day
+    assert CronSchedule.parse("0 0 1 * mon").next_after(moment).day == 30  # day-of-month OR day-of-week
+    berlin = CronSchedule.parse("0 8 * * *").next_after(moment.astimezone(ZoneInfo("Europe/Berlin")))
+    assert (berlin.hour, berlin.utcoffset().total_seconds()) == (8, 3600)  # type: ignore[union-attr]
+    with pytest.raises(ValueError):
+        CronSchedule.parse("61 * * * *")
+
+
+async def test_cronjob_fires_on_a_controlled_clock(cluster: tuple[object, Client]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from microkube.controllers.cronjob import CRONJOBS as CRONJOB_REF
+    from microkube.controllers.cronjob import CronJobController
+    from microkube.controllers.job import JOBS as JOB_REF
+    from microkube.controllers.manager import ControllerManager
+    from microkube_interfaces.controllers import ControllerRegistration
+
+    _, client = cluster
+    now = [datetime.now(UTC)]
+    registration = ControllerRegistration("cronjob", CRONJOB_REF, lambda ctx: CronJobController(ctx, lambda: now[0]),
+                                          owns=(JOB_REF,))
+    running = asyncio.create_task(ControllerManager(client, [registration]).run())
+    await client.create(CRONJOBS, {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick"},
+                                   "spec": {"schedule": "*/5 * * * *", "concurrencyPolicy": "Forbid",
+                                            "successfulJobsHistoryLimit": 1,
+                                            "jobTemplate": {"spec": {"template": {"spec": {
+                                                "restartPolicy": "Never",
+                                                "containers": [{"name": "c", "image": "busybox"}]}}}}}},
+                       "default")
+
+    async def jobs() -> list[dict[str, object]]:
+        return (await client.list(JOBS, "default"))["items"]
+
+    async def advance(minutes: int, expected: int) -> list[dict[str, object]]:
+        now[0] += timedelta(minutes=minutes)
+        await client.patch(CRONJOBS, "tick", {"metadata": {"labels": {"tick": str(now[0].timestamp())}}},
+                           "default")  # an event, so the controller looks again at the new time
+        for _ in range(100):
+            found = await jobs()
+            if len(found) == expected:
+                return found
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"expected {expected} jobs, found {len(await jobs())}")
+
+    await asyncio.sleep(0.3)
+    assert await jobs() == []  # nothing is due yet
+    first = await advance(6, 1)
+    await advance(5, 1)  # Forbid: the first job is still active, so no second one
+    await client.patch(JOBS, first[0]["metadata"]["name"], {"status": {"conditions": [  # type: ignore[index]
+        {"type": "Complete", "status": "True"}], "completionTime": "2026-01-01T00:00:00Z"}}, "default",
+        subresource="status")
+    second = await advance(5, 2)
+    assert {j["metadata"]["ownerReferences"][0]["kind"] for j in second} == {"CronJob"}  # type: ignore[index]
+    status = (await client.get(CRONJOBS, "tick", "default"))["status"]
+    assert status["lastScheduleTime"] and len(status["active"]) == 1
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running

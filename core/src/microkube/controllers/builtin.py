@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from microkube.controllers.cronjob import CRONJOBS, CronJobController
 from microkube.controllers.deployment import DEPLOYMENTS, DeploymentController
 from microkube.controllers.endpoints import SERVICES, EndpointsController
 from microkube.controllers.job import JOBS, JobController
@@ -34,6 +35,7 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("endpoints", SERVICES, EndpointsController),
         ControllerRegistration("serviceaccount", NAMESPACES, ServiceAccountsController),
         ControllerRegistration("job", JOBS, JobController, owns=(PODS,)),
+        ControllerRegistration("cronjob", CRONJOBS, CronJobController, owns=(JOBS,)),
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),

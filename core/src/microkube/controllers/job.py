@@ -40,7 +40,7 @@ def _parse(text: str | None) -> datetime | None:
         return None
 
 
-def _finished(job: dict[str, Any]) -> str | None:
+def finished_condition(job: dict[str, Any]) -> str | None:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
             return str(condition["type"])
@@ -73,7 +73,7 @@ class JobController:
         if job is None or job["metadata"].get("deletionTimestamp"):
             self.expectations.pop(key, None)
             return Outcome.done()
-        finished = _finished(job)
+        finished = finished_condition(job)
         if finished:
             return await self._expire(job)
         expectation = self.expectations.get(key)
