@@ -181,7 +181,7 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
     assert {r.name for r in registrations} == {"cronjob", "deployment", "endpoints", "job", "replicaset",
-                                               "replicationcontroller", "serviceaccount"}
+                                               "replicationcontroller", "serviceaccount", "statefulset"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
     manager = ControllerManager(client, registrations, disabled=["replicationcontroller", "deployment"])
@@ -497,6 +497,75 @@ async def test_cronjob_fires_on_a_controlled_clock(cluster: tuple[object, Client
     assert {j["metadata"]["ownerReferences"][0]["kind"] for j in second} == {"CronJob"}  # type: ignore[index]
     status = (await client.get(CRONJOBS, "tick", "default"))["status"]
     assert status["lastScheduleTime"] and len(status["active"]) == 1
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+STATEFULSETS = Resource("apps", "v1", "statefulsets")
+CLAIMS = Resource("", "v1", "persistentvolumeclaims")
+
+
+async def test_statefulset_order_names_claims_and_updates(cluster: tuple[object, Client], tmp_path: Path) -> None:
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    _, client = cluster
+    registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
+    running = asyncio.create_task(ControllerManager(client, registrations).run())
+    await client.create(STATEFULSETS, {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+                                       "spec": {"replicas": 3, "serviceName": "db",
+                                                "selector": {"matchLabels": {"app": "db"}},
+                                                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                                                    "containers": [{"name": "c", "image": "db:1"}]}},
+                                                "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                                                    "accessModes": ["ReadWriteOnce"],
+                                                    "resources": {"requests": {"storage": "1Gi"}}}}]}}, "default")
+
+    async def names() -> list[str]:
+        pods = (await client.list(PODS, "default", label_selector="app=db"))["items"]
+        return sorted(p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp"))
+
+    creation_order: list[str] = []
+    for _ in range(300):
+        current = await names()
+        for name in current:
+            if name not in creation_order:
+                creation_order.append(name)
+        if len(current) == 3:
+            break
+        await make_ready(client)  # the newest pod becomes ready, which lets the next one be created
+        await asyncio.sleep(0.05)
+    assert creation_order == ["db-0", "db-1", "db-2"]
+    claims = sorted(c["metadata"]["name"] for c in (await client.list(CLAIMS, "default"))["items"])
+    assert claims == ["data-db-0", "data-db-1", "data-db-2"]
+    pod = await client.get(PODS, "db-1", "default")
+    assert pod["spec"]["hostname"] == "db-1" and pod["spec"]["subdomain"] == "db"
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "data-db-1"}} in pod["spec"]["volumes"]
+    await make_ready(client)
+    await client.patch(STATEFULSETS, "db", {"spec": {"template": {"spec": {"containers": [
+        {"name": "c", "image": "db:2"}]}}}}, "default", content_type="application/strategic-merge-patch+json")
+    for _ in range(400):
+        pods = (await client.list(PODS, "default", label_selector="app=db"))["items"]
+        images = {p["metadata"]["name"]: p["spec"]["containers"][0]["image"] for p in pods
+                  if not p["metadata"].get("deletionTimestamp")}
+        if images == {"db-0": "db:2", "db-1": "db:2", "db-2": "db:2"}:
+            break
+        for p in pods:  # stand in for kubelets: terminating pods finish, new ones become ready
+            if p["metadata"].get("deletionTimestamp"):
+                await client.delete(PODS, p["metadata"]["name"], "default", grace_period_seconds=0)
+        await make_ready(client)
+        await asyncio.sleep(0.05)
+    assert images == {"db-0": "db:2", "db-1": "db:2", "db-2": "db:2"}
+    await client.patch(STATEFULSETS, "db", {"spec": {"replicas": 1}}, "default")
+    for _ in range(200):
+        if await names() == ["db-0"]:
+            break
+        await make_ready(client)  # OrderedReady scales down only while the remaining pods are healthy
+        await asyncio.sleep(0.05)
+    assert await names() == ["db-0"]
+    assert len((await client.list(CLAIMS, "default"))["items"]) == 3  # claims are retained
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running

@@ -10,6 +10,7 @@ from microkube.controllers.endpoints import SERVICES, EndpointsController
 from microkube.controllers.job import JOBS, JobController
 from microkube.controllers.replicaset import PODS, REPLICASETS, REPLICATIONCONTROLLERS, ReplicaSetController
 from microkube.controllers.serviceaccounts import NAMESPACES, ServiceAccountsController
+from microkube.controllers.statefulset import REVISIONS, STATEFULSETS, StatefulSetController
 from microkube_interfaces.controllers import ControllerContext, ControllerRegistration, Reconciler
 from microkube_interfaces.hookspecs import PluginInfo, ServerSettings
 from microkube_interfaces.markers import hookimpl
@@ -36,6 +37,7 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("serviceaccount", NAMESPACES, ServiceAccountsController),
         ControllerRegistration("job", JOBS, JobController, owns=(PODS,)),
         ControllerRegistration("cronjob", CRONJOBS, CronJobController, owns=(JOBS,)),
+        ControllerRegistration("statefulset", STATEFULSETS, StatefulSetController, owns=(PODS, REVISIONS)),
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),
