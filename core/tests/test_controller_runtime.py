@@ -180,8 +180,9 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
 
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
-    assert {r.name for r in registrations} == {"cronjob", "deployment", "endpoints", "job", "replicaset",
-                                               "replicationcontroller", "serviceaccount", "statefulset"}
+    assert {r.name for r in registrations} == {"cronjob", "daemonset", "deployment", "endpoints", "job",
+                                               "replicaset", "replicationcontroller", "serviceaccount",
+                                               "statefulset"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
     manager = ControllerManager(client, registrations, disabled=["replicationcontroller", "deployment"])
@@ -566,6 +567,66 @@ async def test_statefulset_order_names_claims_and_updates(cluster: tuple[object,
         await asyncio.sleep(0.05)
     assert await names() == ["db-0"]
     assert len((await client.list(CLAIMS, "default"))["items"]) == 3  # claims are retained
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+NODES = Resource("", "v1", "nodes", namespaced=False)
+DAEMONSETS = Resource("apps", "v1", "daemonsets")
+
+
+def test_node_matching() -> None:
+    from microkube.nodematch import matches_node_selector, untolerated_taints
+
+    node = {"metadata": {"name": "n1", "labels": {"disk": "ssd", "zone": "a"}},
+            "spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}}
+    assert matches_node_selector({"nodeSelector": {"disk": "ssd"}}, node)
+    assert not matches_node_selector({"nodeSelector": {"disk": "hdd"}}, node)
+    affinity = {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+                              {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}
+    assert matches_node_selector(affinity, node)  # terms are ORed
+    assert untolerated_taints({}, node) == node["spec"]["taints"]
+    assert untolerated_taints({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}]}, node) == []
+    assert untolerated_taints({"tolerations": [{"operator": "Exists"}]}, node) == []
+
+
+async def test_daemonset_runs_one_pod_per_eligible_node(cluster: tuple[object, Client], tmp_path: Path) -> None:
+    from microkube.controllers.daemonset import pinned_node
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    _, client = cluster
+    for name, labels, taints in (("n1", {"role": "edge"}, []), ("n2", {"role": "edge"},
+                                                                 [{"key": "gpu", "effect": "NoSchedule"}]),
+                                 ("n3", {"role": "core"}, [])):
+        await client.create(NODES, {"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}})
+    registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
+    running = asyncio.create_task(ControllerManager(client, registrations).run())
+    await client.create(DAEMONSETS, {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+                                     "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                                              "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {
+                                                  "nodeSelector": {"role": "edge"},
+                                                  "containers": [{"name": "c", "image": "agent:1"}]}}}}, "default")
+
+    async def placed(expected: set[str]) -> None:
+        for _ in range(200):
+            pods = [p for p in (await client.list(PODS, "default", label_selector="app=agent"))["items"]
+                    if not p["metadata"].get("deletionTimestamp")]
+            if sorted(pinned_node(p) for p in pods) == sorted(expected):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"pods on {sorted(pinned_node(p) for p in pods)}, expected {sorted(expected)}")
+
+    await placed({"n1"})  # n2's taint is not tolerated, n3 is not selected
+    await client.patch(NODES, "n3", {"metadata": {"labels": {"role": "edge"}}})
+    await placed({"n1", "n3"})
+    await client.patch(NODES, "n1", {"metadata": {"labels": {"role": "core"}}})
+    await placed({"n3"})
+    status = (await client.get(DAEMONSETS, "agent", "default"))["status"]
+    assert status["desiredNumberScheduled"] == 1
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from microkube.controllers.cronjob import CRONJOBS, CronJobController
+from microkube.controllers.daemonset import DAEMONSETS, DaemonSetController
 from microkube.controllers.deployment import DEPLOYMENTS, DeploymentController
 from microkube.controllers.endpoints import SERVICES, EndpointsController
 from microkube.controllers.job import JOBS, JobController
@@ -38,6 +39,7 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("job", JOBS, JobController, owns=(PODS,)),
         ControllerRegistration("cronjob", CRONJOBS, CronJobController, owns=(JOBS,)),
         ControllerRegistration("statefulset", STATEFULSETS, StatefulSetController, owns=(PODS, REVISIONS)),
+        ControllerRegistration("daemonset", DAEMONSETS, DaemonSetController, owns=(PODS,)),
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),
