@@ -26,6 +26,7 @@ from microkube.apiserver.catalog import Served
 from microkube.apiserver.codec import APPLY_PATCH_YAML, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
 from microkube.apiserver.status import ApiError, already_exists, bad_request, conflict, from_error, not_found
 from microkube.apiserver.watchcache import WatchCache
+from microkube.timestamps import format_time
 from microkube_interfaces import errors
 from microkube_interfaces.admission import AdmissionPlugin, AdmissionRequest
 from microkube_interfaces.auth import UserInfo
@@ -56,10 +57,10 @@ def now_rfc3339(now: datetime | None = None) -> str:
     """RFC 3339 at second precision, as Kubernetes writes timestamps (the current second is cached)."""
     global _clock
     if now is not None:
-        return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return format_time(now)
     second = int(time.time())
     if _clock[0] != second:
-        _clock = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        _clock = (second, format_time(datetime.fromtimestamp(second, UTC)))
     return _clock[1]
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from microkube.timestamps import parse_time
 from microkube_interfaces.resources import Object, PrinterColumn
 
 NAME = PrinterColumn("Name", "string", ".metadata.name",
@@ -50,17 +51,8 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365}y"
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
 def since(value: str | None, now: datetime | None = None) -> str:
-    then = _parse_time(value)
+    then = parse_time(value)
     if then is None:
         return "<unknown>"
     return human_duration(((now or datetime.now(UTC)) - then).total_seconds())
@@ -227,7 +219,7 @@ def _job_cells(obj: Object) -> list[Any]:
     done = status.get("succeeded", 0)
     completions_text = (f"{done}/{completions}" if completions is not None
                         else f"{done}/1 of {spec.get('parallelism', 1)}")
-    start, end = _parse_time(status.get("startTime")), _parse_time(status.get("completionTime"))
+    start, end = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
     duration = human_duration(((end or datetime.now(UTC)) - start).total_seconds()) if start else ""
     containers, images = _pod_template(obj)
     return [obj["metadata"].get("name", ""), state, completions_text, duration, age(obj), containers, images,

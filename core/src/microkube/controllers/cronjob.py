@@ -19,6 +19,7 @@ from typing import Any
 from microkube.client import Resource
 from microkube.controllers.job import JOBS, finished_condition
 from microkube.controllers.manager import CONTROLLER_UID
+from microkube.timestamps import format_time, parse_time
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import ControllerContext, Outcome, ResourceRef
 
@@ -105,19 +106,6 @@ def _value(text: str, names: dict[str, int]) -> int:
     return int(text) if text.isdigit() else names[text.lower()]
 
 
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class CronJobController:
     name = "cronjob"
 
@@ -144,7 +132,7 @@ class CronJobController:
         jobs = self.jobs.by_index(CONTROLLER_UID, meta["uid"])
         active = [j for j in jobs if not finished_condition(j) and not j["metadata"].get("deletionTimestamp")]
         status = copy.deepcopy(cronjob.get("status") or {})
-        last = _parse(status.get("lastScheduleTime")) or _parse(meta.get("creationTimestamp")) or now
+        last = parse_time(status.get("lastScheduleTime")) or parse_time(meta.get("creationTimestamp")) or now
         due: datetime | None = None
         cursor = last.astimezone(zone)
         for _ in range(MAX_MISSED + 1):
@@ -167,9 +155,9 @@ class CronJobController:
                     created = await self._create_job(cronjob, due)
                     if created is not None:
                         active.append(created)
-                    status["lastScheduleTime"] = _stamp(due)
+                    status["lastScheduleTime"] = format_time(due)
             else:
-                status["lastScheduleTime"] = _stamp(due)  # too late: counted as missed
+                status["lastScheduleTime"] = format_time(due)  # too late: counted as missed
         successful = [j for j in jobs if finished_condition(j) == "Complete"]
         if successful:
             times = [(j.get("status") or {}).get("completionTime") for j in successful]

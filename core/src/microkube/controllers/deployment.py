@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ import orjson
 from microkube.client import Resource
 from microkube.controllers.manager import CONTROLLER_UID
 from microkube.controllers.replicaset import REPLICASETS
+from microkube.timestamps import format_time, utcnow
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import ControllerContext, Outcome, ResourceRef
 
@@ -54,10 +54,6 @@ def resolve(value: Any, total: int, round_up: bool) -> int:
         fraction = int(text[:-1]) * total / 100
         return math.ceil(fraction) if round_up else math.floor(fraction)
     return int(text)
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _revision(rs: dict[str, Any]) -> int:
@@ -255,7 +251,7 @@ class DeploymentController:
         if current.get("collisionCount"):
             status["collisionCount"] = current["collisionCount"]
         conditions = {c.get("type"): c for c in current.get("conditions") or []}
-        now = _now()
+        now = format_time(utcnow())
 
         def condition(kind: str, value: bool, reason: str, message: str) -> None:
             previous = conditions.get(kind) or {}

@@ -9,35 +9,18 @@ ownerReference; expectations keep a lagging pod cache from doubling a decision.
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
 from typing import Any
 
 from microkube.client import Resource
 from microkube.controllers.manager import CONTROLLER_UID
 from microkube.controllers.replicaset import PODS, Expectation, is_ready
+from microkube.timestamps import format_time, parse_time, utcnow
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import ControllerContext, Outcome, ResourceRef
 
 JOBS = ResourceRef("batch", "v1", "jobs", "Job")
 INDEX = "batch.kubernetes.io/job-completion-index"
 MANAGER = "job-controller"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def finished_condition(job: dict[str, Any]) -> str | None:
@@ -81,8 +64,8 @@ class JobController:
             return Outcome.done()
         spec = job.get("spec") or {}
         status = copy.deepcopy(job.get("status") or {})
-        now = _now()
-        status.setdefault("startTime", _stamp(now))
+        now = utcnow()
+        status.setdefault("startTime", format_time(now))
         pods = self.pods.by_index(CONTROLLER_UID, job["metadata"]["uid"])
         active = [p for p in pods if not p["metadata"].get("deletionTimestamp")
                   and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
@@ -102,7 +85,7 @@ class JobController:
         if len(failed) > int(spec.get("backoffLimit", 6)):
             failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
         deadline = spec.get("activeDeadlineSeconds")
-        started = _parse(status.get("startTime"))
+        started = parse_time(status.get("startTime"))
         remaining_time = None
         if deadline is not None and started is not None:
             remaining_time = started.timestamp() + int(deadline) - now.timestamp()
@@ -118,7 +101,7 @@ class JobController:
         if indexed:
             status["completedIndexes"] = ",".join(str(i) for i in sorted(done_indexes))
         conditions = [c for c in status.get("conditions") or [] if c.get("type") not in ("Suspended",)]
-        stamp = _stamp(now)
+        stamp = format_time(now)
         if failure:
             conditions += [{"type": "FailureTarget", "status": "True", "reason": failure[0], "message": failure[1],
                             "lastProbeTime": stamp, "lastTransitionTime": stamp},
@@ -215,11 +198,11 @@ class JobController:
         if ttl is None:
             return Outcome.done()
         status = job.get("status") or {}
-        finished_at = _parse(status.get("completionTime")) or _parse(next(
+        finished_at = parse_time(status.get("completionTime")) or parse_time(next(
             (c.get("lastTransitionTime") for c in status.get("conditions") or [] if c.get("type") == "Failed"), None))
         if finished_at is None:
             return Outcome.done()
-        due = finished_at.timestamp() + int(ttl) - _now().timestamp()
+        due = finished_at.timestamp() + int(ttl) - utcnow().timestamp()
         if due > 0:
             return Outcome.after(due)
         try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from microkube.client import Resource
 from microkube.controllers.manager import CONTROLLER_UID
+from microkube.timestamps import parse_time, utcnow
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import ControllerContext, Outcome, ResourceRef
 
@@ -151,16 +152,8 @@ class ReplicaSetController:
 
 
 def _ready_for(pod: dict[str, Any]) -> float:
-    from datetime import UTC, datetime
-
     for condition in (pod.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready" and condition.get("status") == "True":
-            stamp = condition.get("lastTransitionTime")
-            if not stamp:
-                return 0.0
-            try:
-                since = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-            except ValueError:
-                return 0.0
-            return (datetime.now(UTC) - since).total_seconds()
+            since = parse_time(condition.get("lastTransitionTime"))
+            return (utcnow() - since).total_seconds() if since is not None else 0.0
     return 0.0

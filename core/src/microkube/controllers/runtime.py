@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from microkube.client import Client, Resource
+from microkube.timestamps import format_micro_time, parse_time
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import Outcome, Reconciler
 
@@ -297,21 +298,6 @@ class ControllerRunner:
                 await asyncio.wait_for(task, 10)
 
 
-def _micro_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_micro_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    for layout in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(text, layout).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
-
-
 class LeaderElector:
     """Leader election on a coordination.k8s.io Lease, with Kubernetes' default timings."""
 
@@ -335,17 +321,17 @@ class LeaderElector:
             lease = None
         spec = (lease or {}).get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = _parse_micro_time(spec.get("renewTime"))
+        renewed = parse_time(spec.get("renewTime"))
         duration = timedelta(seconds=int(spec.get("leaseDurationSeconds") or self.lease_duration))
         if lease is not None and holder and holder != self.identity and renewed and renewed + duration > now:
             return False  # someone else holds a live lease
         new_spec = {"holderIdentity": self.identity, "leaseDurationSeconds": int(self.lease_duration),
-                    "renewTime": _micro_time(now)}
+                    "renewTime": format_micro_time(now)}
         if holder == self.identity and lease is not None:
-            new_spec["acquireTime"] = spec.get("acquireTime") or _micro_time(now)
+            new_spec["acquireTime"] = spec.get("acquireTime") or format_micro_time(now)
             new_spec["leaseTransitions"] = spec.get("leaseTransitions", 0)
         else:
-            new_spec["acquireTime"] = _micro_time(now)
+            new_spec["acquireTime"] = format_micro_time(now)
             new_spec["leaseTransitions"] = int(spec.get("leaseTransitions", 0)) + (1 if lease else 0)
         try:
             if lease is None:
