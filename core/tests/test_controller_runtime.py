@@ -181,8 +181,8 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
     assert {r.name for r in registrations} == {"cronjob", "daemonset", "deployment", "endpoints", "job",
-                                               "replicaset", "replicationcontroller", "serviceaccount",
-                                               "statefulset"}
+                                               "nodeipam", "replicaset", "replicationcontroller",
+                                               "serviceaccount", "statefulset"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
     manager = ControllerManager(client, registrations, disabled=["replicationcontroller", "deployment"])
@@ -627,6 +627,12 @@ async def test_daemonset_runs_one_pod_per_eligible_node(cluster: tuple[object, C
     await placed({"n3"})
     status = (await client.get(DAEMONSETS, "agent", "default"))["status"]
     assert status["desiredNumberScheduled"] == 1
+    for _ in range(100):  # node IPAM gave every node its own pod CIDR
+        cidrs = [n["spec"].get("podCIDR") for n in (await client.list(NODES))["items"]]
+        if all(cidrs):
+            break
+        await asyncio.sleep(0.05)
+    assert len(set(cidrs)) == 3 and all(c.startswith("10.244.") and c.endswith("/24") for c in cidrs)
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running

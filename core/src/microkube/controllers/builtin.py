@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from microkube.controllers.cronjob import CRONJOBS, CronJobController
-from microkube.controllers.daemonset import DAEMONSETS, DaemonSetController
+from microkube.controllers.daemonset import DAEMONSETS, NODES, DaemonSetController
 from microkube.controllers.deployment import DEPLOYMENTS, DeploymentController
 from microkube.controllers.endpoints import SERVICES, EndpointsController
 from microkube.controllers.job import JOBS, JobController
+from microkube.controllers.nodeipam import NodeIpamController
 from microkube.controllers.replicaset import PODS, REPLICASETS, REPLICATIONCONTROLLERS, ReplicaSetController
 from microkube.controllers.serviceaccounts import NAMESPACES, ServiceAccountsController
 from microkube.controllers.statefulset import REVISIONS, STATEFULSETS, StatefulSetController
@@ -40,6 +41,7 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("cronjob", CRONJOBS, CronJobController, owns=(JOBS,)),
         ControllerRegistration("statefulset", STATEFULSETS, StatefulSetController, owns=(PODS, REVISIONS)),
         ControllerRegistration("daemonset", DAEMONSETS, DaemonSetController, owns=(PODS,)),
+        ControllerRegistration("nodeipam", NODES, NodeIpamController, workers=1),
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),
