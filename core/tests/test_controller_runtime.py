@@ -180,8 +180,8 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
 
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
-    assert {r.name for r in registrations} == {"cronjob", "daemonset", "deployment", "endpoints", "job",
-                                               "nodeipam", "replicaset", "replicationcontroller",
+    assert {r.name for r in registrations} == {"cronjob", "daemonset", "deployment", "disruption", "endpoints",
+                                               "job", "nodeipam", "replicaset", "replicationcontroller",
                                                "serviceaccount", "statefulset"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
@@ -633,6 +633,52 @@ async def test_daemonset_runs_one_pod_per_eligible_node(cluster: tuple[object, C
             break
         await asyncio.sleep(0.05)
     assert len(set(cidrs)) == 3 and all(c.startswith("10.244.") and c.endswith("/24") for c in cidrs)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+PDB = Resource("policy", "v1", "poddisruptionbudgets")
+
+
+async def test_disruption_budget_status_guards_evictions(cluster: tuple[object, Client], tmp_path: Path) -> None:
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    _, client = cluster
+    registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
+    running = asyncio.create_task(ControllerManager(client, registrations, disabled=["deployment"]).run())
+    await client.create(PDB, {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "b"},
+                              "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "guarded"}}}},
+                        "default")
+    for index in range(2):
+        await client.create(PODS, {"metadata": {"name": f"g-{index}", "labels": {"app": "guarded"}},
+                                   "spec": {"containers": [{"name": "c", "image": "i"}]}}, "default")
+    await make_ready(client)
+
+    async def allowed(expected: int) -> dict[str, object]:
+        for _ in range(200):
+            status = (await client.get(PDB, "b", "default")).get("status") or {}
+            count = len((await client.list(PODS, "default"))["items"])
+            if status.get("expectedPods") == status.get("currentHealthy") == count and \
+                    status.get("disruptionsAllowed") == expected:
+                return status
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"disruptionsAllowed never became {expected}: {status}")
+
+    status = await allowed(0)
+    assert status["currentHealthy"] == 2 and status["desiredHealthy"] == 2
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "g-0"}}
+    with pytest.raises(errors.Retryable):  # 429: it would violate the budget
+        await client.request("POST", "/api/v1/namespaces/default/pods/g-0/eviction", body=eviction)
+    await client.create(PODS, {"metadata": {"name": "g-2", "labels": {"app": "guarded"}},
+                               "spec": {"containers": [{"name": "c", "image": "i"}]}}, "default")
+    await make_ready(client)
+    await allowed(1)
+    await client.request("POST", "/api/v1/namespaces/default/pods/g-0/eviction", body=eviction)
+    with pytest.raises(errors.NotFound):
+        await client.get(PODS, "g-0", "default")
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from microkube.controllers.cronjob import CRONJOBS, CronJobController
 from microkube.controllers.daemonset import DAEMONSETS, NODES, DaemonSetController
 from microkube.controllers.deployment import DEPLOYMENTS, DeploymentController
+from microkube.controllers.disruption import PDBS, DisruptionController
 from microkube.controllers.endpoints import SERVICES, EndpointsController
 from microkube.controllers.job import JOBS, JobController
 from microkube.controllers.nodeipam import NodeIpamController
@@ -42,6 +43,7 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("statefulset", STATEFULSETS, StatefulSetController, owns=(PODS, REVISIONS)),
         ControllerRegistration("daemonset", DAEMONSETS, DaemonSetController, owns=(PODS,)),
         ControllerRegistration("nodeipam", NODES, NodeIpamController, workers=1),
+        ControllerRegistration("disruption", PDBS, DisruptionController),
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),
