@@ -181,7 +181,7 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
     assert {r.name for r in registrations} == {"cronjob", "daemonset", "deployment", "disruption", "endpoints",
-                                               "job", "nodeipam", "replicaset", "replicationcontroller",
+                                               "job", "nodeipam", "podgc", "replicaset", "replicationcontroller",
                                                "serviceaccount", "statefulset"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
@@ -679,6 +679,39 @@ async def test_disruption_budget_status_guards_evictions(cluster: tuple[object, 
     await client.request("POST", "/api/v1/namespaces/default/pods/g-0/eviction", body=eviction)
     with pytest.raises(errors.NotFound):
         await client.get(PODS, "g-0", "default")
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+
+
+async def test_pod_gc_removes_pods_of_deleted_nodes_and_excess_terminated(cluster: tuple[object, Client]) -> None:
+    from microkube.controllers.daemonset import NODES as NODE_REF
+    from microkube.controllers.manager import ControllerManager
+    from microkube.controllers.podgc import PodGCController
+    from microkube_interfaces.controllers import ControllerRegistration
+
+    _, client = cluster
+    await client.create(NODES, {"metadata": {"name": "gone"}})
+    await client.create(NODES, {"metadata": {"name": "stays"}})
+    for name, node, phase in (("on-gone", "gone", "Running"), ("on-stays", "stays", "Running"),
+                              ("done-1", "stays", "Succeeded"), ("done-2", "stays", "Succeeded"),
+                              ("done-3", "stays", "Failed")):
+        await client.create(PODS, {"metadata": {"name": name}, "spec": {
+            "nodeName": node, "containers": [{"name": "c", "image": "i"}]}}, "default")
+        await client.patch(PODS, name, {"status": {"phase": phase}}, "default", subresource="status")
+    registration = ControllerRegistration("podgc", NODE_REF, lambda ctx: PodGCController(ctx, threshold=1),
+                                          workers=1)
+    running = asyncio.create_task(ControllerManager(client, [registration]).run())
+    await client.delete(NODES, "gone")
+
+    async def names() -> list[str]:
+        return sorted(p["metadata"]["name"] for p in (await client.list(PODS, "default"))["items"])
+
+    for _ in range(200):
+        if await names() == ["done-3", "on-stays"]:
+            break
+        await asyncio.sleep(0.05)
+    assert await names() == ["done-3", "on-stays"]  # the newest terminated pod is kept (threshold 1)
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
