@@ -166,19 +166,24 @@ def _pod(obj: Obj) -> None:
             status.setdefault("qosClass", qos_class(spec))
 
 
+def _rolling_strategy(spec: Obj, field: str, rolling: dict[str, Any]) -> None:
+    """``spec[field]`` defaults to RollingUpdate with the kind's rollingUpdate defaults."""
+    strategy = spec.setdefault(field, {})
+    if isinstance(strategy, dict):
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            current = strategy.setdefault("rollingUpdate", {})
+            if isinstance(current, dict):
+                for key, value in rolling.items():
+                    current.setdefault(key, value)
+
+
 def _deployment(obj: Obj) -> None:
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return
     spec.setdefault("replicas", 1)
-    strategy = spec.setdefault("strategy", {})
-    if isinstance(strategy, dict):
-        strategy.setdefault("type", "RollingUpdate")
-        if strategy["type"] == "RollingUpdate":
-            rolling = strategy.setdefault("rollingUpdate", {})
-            if isinstance(rolling, dict):
-                rolling.setdefault("maxUnavailable", "25%")
-                rolling.setdefault("maxSurge", "25%")
+    _rolling_strategy(spec, "strategy", {"maxUnavailable": "25%", "maxSurge": "25%"})
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
     _pod_template(obj)
@@ -211,13 +216,7 @@ def _statefulset(obj: Obj) -> None:
         return
     spec.setdefault("replicas", 1)
     spec.setdefault("podManagementPolicy", "OrderedReady")
-    strategy = spec.setdefault("updateStrategy", {})
-    if isinstance(strategy, dict):
-        strategy.setdefault("type", "RollingUpdate")
-        if strategy["type"] == "RollingUpdate":
-            rolling = strategy.setdefault("rollingUpdate", {})
-            if isinstance(rolling, dict):
-                rolling.setdefault("partition", 0)
+    _rolling_strategy(spec, "updateStrategy", {"partition": 0})
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
     for claim in spec.get("volumeClaimTemplates") or []:
@@ -232,14 +231,7 @@ def _daemonset(obj: Obj) -> None:
     spec = obj.setdefault("spec", {})
     if not isinstance(spec, dict):
         return
-    strategy = spec.setdefault("updateStrategy", {})
-    if isinstance(strategy, dict):
-        strategy.setdefault("type", "RollingUpdate")
-        if strategy["type"] == "RollingUpdate":
-            rolling = strategy.setdefault("rollingUpdate", {})
-            if isinstance(rolling, dict):
-                rolling.setdefault("maxUnavailable", 1)
-                rolling.setdefault("maxSurge", 0)
+    _rolling_strategy(spec, "updateStrategy", {"maxUnavailable": 1, "maxSurge": 0})
     spec.setdefault("revisionHistoryLimit", 10)
     _pod_template(obj)
 
