@@ -61,6 +61,9 @@ def test_deployment_rollout_update_and_undo(controller_manager: subprocess.Popen
     assert len(kubectl.json("get", "pods", "-n", "rollout", "-l", "app=web")["items"]) == 3
     kubectl("set", "image", "deployment/web", "-n", "rollout", "web=web:2")
     wait_rolled_out(kubectl, "rollout", "web")
+    described = kubectl("describe", "deployment", "web", "-n", "rollout")
+    assert "ScalingReplicaSet" in described and "Scaled up replica set web-" in described
+    assert "SuccessfulCreate" in kubectl("describe", "replicaset", "-n", "rollout")
     history = kubectl("rollout", "history", "deployment/web", "-n", "rollout")
     assert "1 " in history and "2 " in history
     kubectl("rollout", "undo", "deployment/web", "-n", "rollout")

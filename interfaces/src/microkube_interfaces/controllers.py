@@ -83,6 +83,9 @@ class ControllerContext(Protocol):
     def enqueue(self, key: str) -> None:
         """Queue a key of this controller (from a handler on another cache, e.g. pods → Services)."""
 
+    async def record_event(self, obj: dict[str, Any], type: str, reason: str, message: str) -> None:
+        """Record a core/v1 Event about ``obj`` (what `kubectl describe` shows); best effort, never raises."""
+
 
 @dataclass(frozen=True)
 class ControllerRegistration:

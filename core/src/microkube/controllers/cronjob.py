@@ -111,6 +111,7 @@ class CronJobController:
 
     def __init__(self, context: ControllerContext, clock: Callable[[], datetime] | None = None) -> None:
         self.client = context.client
+        self.context = context
         self.cronjobs = context.cache(CRONJOBS)
         self.jobs = context.cache(JOBS)
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -191,6 +192,8 @@ class CronJobController:
         try:
             created: dict[str, Any] = await self.client.create(self.jobs_resource, job, meta["namespace"],
                                                                field_manager=MANAGER)
+            await self.context.record_event(cronjob, "Normal", "SuccessfulCreate",
+                                            f"Created job {created['metadata']['name']}")
             return created
         except errors.AlreadyExists:
             return None  # this run was already started (a restart between creating and recording it)

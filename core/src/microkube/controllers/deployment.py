@@ -80,6 +80,7 @@ class DeploymentController:
 
     def __init__(self, context: ControllerContext) -> None:
         self.client = context.client
+        self.context = context
         self.deployments = context.cache(DEPLOYMENTS)
         self.sets = context.cache(REPLICASETS)
         self.rs_resource = Resource("apps", "v1", "replicasets")
@@ -164,7 +165,8 @@ class DeploymentController:
         return resolve(rolling.get("maxSurge", "25%"), int(spec.get("replicas", 1)), round_up=True)
 
     async def _scale(self, rs: dict[str, Any], replicas: int, deployment: dict[str, Any]) -> None:
-        if int((rs.get("spec") or {}).get("replicas", 0)) == replicas:
+        before = int((rs.get("spec") or {}).get("replicas", 0))
+        if before == replicas:
             return
         desired = int((deployment.get("spec") or {}).get("replicas", 1))
         await self.client.patch(self.rs_resource, rs["metadata"]["name"],
@@ -172,6 +174,10 @@ class DeploymentController:
                                  "spec": {"replicas": replicas}},
                                 rs["metadata"]["namespace"], field_manager=MANAGER)
         rs.setdefault("spec", {})["replicas"] = replicas
+        direction = "up" if replicas > before else "down"
+        await self.context.record_event(deployment, "Normal", "ScalingReplicaSet",
+                                        f"Scaled {direction} replica set {rs['metadata']['name']} from {before} "
+                                        f"to {replicas}")
 
     # -- strategies ------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class JobController:
 
     def __init__(self, context: ControllerContext) -> None:
         self.client = context.client
+        self.context = context
         self.jobs = context.cache(JOBS)
         self.pods = context.cache(PODS)
         self.resource = Resource("batch", "v1", "jobs")
@@ -120,6 +121,10 @@ class JobController:
                                "message": "Job suspended", "lastProbeTime": stamp, "lastTransitionTime": stamp})
         if conditions:
             status["conditions"] = conditions
+        if failure:
+            await self.context.record_event(job, "Warning", failure[0], failure[1])
+        elif complete:
+            await self.context.record_event(job, "Normal", "Completed", "Job completed")
         if status != (job.get("status") or {}):
             try:
                 await self.client.patch(self.resource, job["metadata"]["name"], {"status": status},
@@ -177,10 +182,12 @@ class JobController:
             if annotations:
                 pod["metadata"]["annotations"] = annotations
             try:
-                await self.client.create(self.pods_resource, pod, meta["namespace"], field_manager=MANAGER)
+                created = await self.client.create(self.pods_resource, pod, meta["namespace"], field_manager=MANAGER)
             except errors.MicrokubeError:
                 self.expectations[key].adds -= 1
                 raise
+            await self.context.record_event(job, "Normal", "SuccessfulCreate",
+                                            f"Created pod: {created['metadata']['name']}")
 
     async def _delete(self, key: str, pods: list[dict[str, Any]]) -> None:
         if not pods:

@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from microkube.client import Client, Resource
-from microkube.controllers.runtime import ControllerRunner, Informer, LeaderElector, WorkQueue, object_key
+from microkube.controllers.runtime import (
+    ControllerRunner,
+    EventRecorder,
+    Informer,
+    LeaderElector,
+    WorkQueue,
+    object_key,
+)
 from microkube_interfaces.controllers import Cache, ControllerRegistration, ResourceRef
 
 log = logging.getLogger(__name__)
@@ -63,6 +70,9 @@ class _Context:
     def enqueue(self, key: str) -> None:
         self._queue.add(key)
 
+    async def record_event(self, obj: dict[str, Any], type: str, reason: str, message: str) -> None:
+        await self._manager.recorder.record(obj, type, reason, message)
+
 
 class ControllerManager:
     def __init__(self, client: Client, registrations: Iterable[ControllerRegistration], *,
@@ -76,6 +86,7 @@ class ControllerManager:
             raise ValueError(f"unknown controllers {sorted(unknown)} cannot be disabled; known: {sorted(known)}")
         self.registrations = [r for r in registrations if r.name not in wanted]
         self.informers: dict[ResourceRef, Informer] = {}
+        self.recorder = EventRecorder(client, "microkube-controller-manager")
         self.runners: dict[str, ControllerRunner] = {}
         self._tasks: list[asyncio.Task[None]] = []
 

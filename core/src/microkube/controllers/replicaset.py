@@ -64,6 +64,7 @@ class ReplicaSetController:
         self.name = f"{kind.plural}"
         self.kind = kind
         self.client = context.client
+        self.context = context
         self.sets = context.cache(kind)
         self.pods = context.cache(PODS)
         self.expectations: dict[str, Expectation] = {}
@@ -118,19 +119,27 @@ class ReplicaSetController:
         self.expectations[key] = Expectation(adds=count)
         for _ in range(count):
             try:
-                await self.client.create(self.pods_resource, copy.deepcopy(pod), meta["namespace"],
-                                         field_manager="replicaset-controller")
-            except errors.MicrokubeError:
+                created = await self.client.create(self.pods_resource, copy.deepcopy(pod), meta["namespace"],
+                                                   field_manager="replicaset-controller")
+            except errors.MicrokubeError as exc:
                 self.expectations[key].adds -= 1
+                await self.context.record_event(owner, "Warning", "FailedCreate", f"Error creating: {exc}")
                 raise
+            await self.context.record_event(owner, "Normal", "SuccessfulCreate",
+                                            f"Created pod: {created['metadata']['name']}")
 
     async def _delete(self, key: str, namespace: str, victims: list[dict[str, Any]]) -> None:
         self.expectations[key] = Expectation(deletes={p["metadata"]["name"] for p in victims})
+        owner = self.sets.get(key)
         for pod in victims:
             try:
                 await self.client.delete(self.pods_resource, pod["metadata"]["name"], namespace)
             except errors.NotFound:
                 self.expectations[key].deletes.discard(pod["metadata"]["name"])
+                continue
+            if owner is not None:
+                await self.context.record_event(owner, "Normal", "SuccessfulDelete",
+                                                f"Deleted pod: {pod['metadata']['name']}")
 
     async def _write_status(self, owner: dict[str, Any], active: list[dict[str, Any]]) -> None:
         min_ready = int((owner.get("spec") or {}).get("minReadySeconds") or 0)

@@ -21,11 +21,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from microkube.client import Client, Resource
-from microkube.timestamps import format_micro_time, parse_time
+from microkube.timestamps import format_micro_time, format_time, parse_time, utcnow
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import Outcome, Reconciler
 
-__all__ = ["ControllerRunner", "Informer", "LeaderElector", "Outcome", "Reconciler", "WorkQueue", "object_key"]
+__all__ = ["ControllerRunner", "EventRecorder", "Informer", "LeaderElector", "Outcome", "Reconciler", "WorkQueue",
+           "object_key"]
 
 log = logging.getLogger(__name__)
 
@@ -382,3 +383,35 @@ class LeaderElector:
                 lease["spec"]["holderIdentity"] = ""
                 lease["spec"]["leaseDurationSeconds"] = 1
                 await self.client.update(LEASES, lease)
+
+
+EVENTS = Resource("", "v1", "events")
+
+
+class EventRecorder:
+    """Writes core/v1 Events about objects (reason, message, the component that acted)."""
+
+    def __init__(self, client: Client, component: str) -> None:
+        self.client = client
+        self.component = component
+        self.instance = socket.gethostname()
+
+    async def record(self, obj: dict[str, Any], type: str, reason: str, message: str) -> None:
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = utcnow()
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta.get('name', 'object')}.{int(now.timestamp() * 1e9):x}",
+                         "namespace": namespace},
+            "involvedObject": {"kind": obj.get("kind", ""), "apiVersion": obj.get("apiVersion", ""),
+                               "namespace": meta.get("namespace", ""), "name": meta.get("name", ""),
+                               "uid": meta.get("uid", ""), "resourceVersion": meta.get("resourceVersion", "")},
+            "reason": reason, "message": message, "type": type, "count": 1,
+            "source": {"component": self.component}, "reportingComponent": self.component,
+            "reportingInstance": self.instance, "firstTimestamp": format_time(now), "lastTimestamp": format_time(now),
+        }
+        try:
+            await self.client.create(EVENTS, event, namespace)
+        except errors.MicrokubeError as exc:  # events are best effort: never fail a reconcile for one
+            log.debug("event %s on %s not recorded: %s", reason, meta.get("name"), exc)
