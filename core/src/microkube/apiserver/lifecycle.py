@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from microkube.apiserver.objects import DeleteOptions, WriteOptions
@@ -139,7 +140,8 @@ class Lifecycle:
             await self.server.objects.delete(served, entry.namespace, entry.name,
                                              DeleteOptions(propagation_policy=policy), WriteOptions(user=GC_USER))
 
-    async def _remove_finalizer(self, prefix: str, key: str, finalizer: str) -> None:
+    async def _prune_metadata_list(self, prefix: str, key: str, field: str, keep: Callable[[Any], bool]) -> None:
+        """Drop the items of ``metadata.<field>`` that ``keep`` rejects (the field goes when empty)."""
         served = self._served_for(prefix)
         entry = self.server.cache.cache_for(prefix).entries.get(key)
         if served is None or entry is None:
@@ -147,14 +149,17 @@ class Lifecycle:
 
         async def produce(current: dict[str, Any]) -> dict[str, Any]:
             meta = current["metadata"]
-            meta["finalizers"] = [f for f in meta.get("finalizers") or [] if f != finalizer]
-            if not meta["finalizers"]:
-                del meta["finalizers"]
+            meta[field] = [item for item in meta.get(field) or [] if keep(item)]
+            if not meta[field]:
+                del meta[field]
             return current
 
         with contextlib.suppress(ApiError):
             await self.server.objects._update_loop(served, entry.namespace, entry.name, produce,
-                                                   WriteOptions(user=GC_USER), "finalizers", "")
+                                                   WriteOptions(user=GC_USER), field, "")
+
+    async def _remove_finalizer(self, prefix: str, key: str, finalizer: str) -> None:
+        await self._prune_metadata_list(prefix, key, "finalizers", lambda item: item != finalizer)
 
     # -- cascades --------------------------------------------------------------------------------
 
@@ -190,21 +195,8 @@ class Lifecycle:
 
     async def _orphan(self, prefix: str, key: str, uid: str) -> None:
         for dep_prefix, dep_key in sorted(self.dependents.get(uid, set())):
-            served = self._served_for(dep_prefix)
-            entry = self.server.cache.cache_for(dep_prefix).entries.get(dep_key)
-            if served is None or entry is None:
-                continue
-
-            async def produce(current: dict[str, Any]) -> dict[str, Any]:
-                meta = current["metadata"]
-                meta["ownerReferences"] = [r for r in meta.get("ownerReferences") or [] if r.get("uid") != uid]
-                if not meta["ownerReferences"]:
-                    del meta["ownerReferences"]
-                return current
-
-            with contextlib.suppress(ApiError):
-                await self.server.objects._update_loop(served, entry.namespace, entry.name, produce,
-                                                       WriteOptions(user=GC_USER), "ownerReferences", "")
+            await self._prune_metadata_list(dep_prefix, dep_key, "ownerReferences",
+                                            lambda ref: ref.get("uid") != uid)
         await self._remove_finalizer(prefix, key, "orphan")
 
     async def _empty_namespace(self, namespace: str) -> None:
