@@ -11,6 +11,7 @@ from microkube.controllers.disruption import PDBS, DisruptionController
 from microkube.controllers.endpoints import SERVICES, EndpointsController
 from microkube.controllers.job import JOBS, JobController
 from microkube.controllers.nodeipam import NodeIpamController
+from microkube.controllers.nodelifecycle import node_lifecycle_controller
 from microkube.controllers.podgc import PodGCController
 from microkube.controllers.replicaset import PODS, REPLICASETS, REPLICATIONCONTROLLERS, ReplicaSetController
 from microkube.controllers.serviceaccounts import NAMESPACES, ServiceAccountsController
@@ -44,6 +45,7 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("statefulset", STATEFULSETS, StatefulSetController, owns=(PODS, REVISIONS)),
         ControllerRegistration("daemonset", DAEMONSETS, DaemonSetController, owns=(PODS,)),
         ControllerRegistration("nodeipam", NODES, NodeIpamController, workers=1),
+        ControllerRegistration("nodelifecycle", NODES, node_lifecycle_controller(settings.options)),
         ControllerRegistration("disruption", PDBS, DisruptionController),
         ControllerRegistration("podgc", NODES, PodGCController, workers=1),
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
