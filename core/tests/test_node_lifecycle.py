@@ -228,7 +228,7 @@ async def test_not_ready_and_unschedulable_taints(cluster: tuple[object, Client]
 
         async def pod_not_ready() -> bool:  # the pods of a node that is not ready are not Ready either
             pod = await client.get(PODS, "on-sick", "default")
-            return conditions(pod)["Ready"]["status"] == "False"
+            return bool(conditions(pod)["Ready"]["status"] == "False")
 
         await eventually(pod_not_ready)
         assert not await gone(client, "on-sick")  # the default tolerations give it 300 s
@@ -275,3 +275,46 @@ async def test_taint_eviction(cluster: tuple[object, Client]) -> None:
         await eventually(lambda: gone(client, "patient"))
         await eventually(lambda: gone(client, "elsewhere"))
         assert not await gone(client, "forever")
+
+
+async def test_simulated_kubelets_stay_ready_until_they_stop(cluster: tuple[object, Client]) -> None:
+    from microkube.simulator import NodeSimulator
+
+    _, client = cluster
+    simulator = NodeSimulator(client, 2, lease_interval=0.3, status_interval=0.3)
+    await make_node(client, "silent", "True")
+    async with controller(client, grace_period=1.5, startup_grace_period=1.5):
+        simulating = asyncio.create_task(simulator.run())
+        try:
+            await asyncio.wait_for(simulator.ready.wait(), 15)
+            await make_pod(client, "web", "sim-node-0")
+
+            async def web_ready() -> bool:
+                pod = await client.get(PODS, "web", "default")
+                return (conditions(pod).get("Ready") or {}).get("status") == "True"
+
+            await eventually(web_ready)
+            await eventually(lambda: _unreachable(client, "silent"))
+            for name in simulator.nodes:  # their kubelets kept posting: still Ready, untainted
+                obj = await node(client, name)
+                assert conditions(obj)["Ready"]["status"] == "True"
+                assert not {key for key, _ in taints(obj)} & {NOT_READY, UNREACHABLE}
+        finally:
+            simulating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await simulating
+        for name in simulator.nodes:  # the kubelets died: their nodes are lost, their pods not Ready
+            await eventually(lambda name=name: _unreachable(client, name))  # type: ignore[misc]
+
+        async def web_not_ready() -> bool:
+            pod = await client.get(PODS, "web", "default")
+            return bool(conditions(pod)["Ready"]["status"] == "False")
+
+        await eventually(web_not_ready)
+        assert not await gone(client, "web")  # the default 300 s toleration of unreachable
+
+
+async def _unreachable(client: Client, name: str) -> bool:
+    obj = await node(client, name)
+    return bool((conditions(obj).get("Ready") or {}).get("status") == "Unknown") and \
+        {(UNREACHABLE, "NoExecute"), (UNREACHABLE, "NoSchedule")} <= taints(obj)

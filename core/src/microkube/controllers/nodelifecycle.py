@@ -164,6 +164,7 @@ class NodeLifecycleController:
         self.pods = context.cache(PODS)
         self.nodes_resource = Resource("", "v1", "nodes", namespaced=False)
         self.pods_resource = Resource("", "v1", "pods")
+        self.leases_resource = Resource(LEASES.group, LEASES.version, LEASES.plural)
         #: node name → keys of the pods bound to it (kept by the pod handler).
         self.pods_by_node: dict[str, set[str]] = {}
         #: When this controller first saw a NoExecute taint that carries no timeAdded.
@@ -227,14 +228,21 @@ class NodeLifecycleController:
         waits = [w for w in (recheck, evict_in) if w is not None]
         return Outcome.after(min(waits)) if waits else Outcome.done()
 
-    async def _monitor_health(self, node: Object, lease: Object | None, now: datetime) -> tuple[Object, float]:
-        """Mark a silent node's conditions Unknown; returns the node and when to look again."""
+    def _fresh_for(self, node: Object, lease: Object | None, now: datetime) -> tuple[float | None, float]:
+        """How long the node's last sign of life stays within its grace period (None: it is past it),
+        and that grace period."""
         heartbeat, reported = last_heartbeat(node, lease)
         grace = self.grace_period if reported else self.startup_grace_period
-        if heartbeat is not None:
-            remaining = (heartbeat - now).total_seconds() + grace
-            if remaining > 0:
-                return node, min(remaining, grace) + 0.05
+        if heartbeat is None:
+            return None, grace
+        remaining = (heartbeat - now).total_seconds() + grace
+        return (min(remaining, grace) if remaining > 0 else None), grace
+
+    async def _monitor_health(self, node: Object, lease: Object | None, now: datetime) -> tuple[Object, float]:
+        """Mark a silent node's conditions Unknown; returns the node and when to look again."""
+        remaining, grace = self._fresh_for(node, lease, now)
+        if remaining is not None:
+            return node, remaining + 0.05
         updated = copy.deepcopy(node)
         conditions: list[Object] = updated.setdefault("status", {}).setdefault("conditions", [])
         created = (node.get("metadata") or {}).get("creationTimestamp") or format_time(now)
@@ -250,9 +258,18 @@ class NodeLifecycleController:
                 entry.update(status="Unknown", reason=UNKNOWN_REASON, message=UNKNOWN_MESSAGE,
                              lastTransitionTime=format_time(now))
                 changed = True
-        if changed:
-            log.info("node %s stopped posting status; marking it Unknown", node["metadata"]["name"])
-            node = await self.client.update(self.nodes_resource, updated, subresource="status")
+        if not changed:
+            return node, grace
+        # Silent by the cache: read the Lease itself before declaring the node lost.
+        try:
+            lease = await self.client.get(self.leases_resource, node["metadata"]["name"], LEASE_NAMESPACE)
+        except errors.NotFound:
+            lease = None
+        remaining, grace = self._fresh_for(node, lease, now)
+        if remaining is not None:
+            return node, remaining + 0.05
+        log.info("node %s stopped posting status; marking it Unknown", node["metadata"]["name"])
+        node = await self.client.update(self.nodes_resource, updated, subresource="status")
         return node, grace
 
     async def _taint(self, node: Object, now: datetime) -> tuple[Object, bool]:
