@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "microkube.apiserver.builtin",
     "microkube.apiserver.authplugin",
     "microkube.apiserver.crds",
+    "microkube.apiserver.quota",
     "microkube.controllers.builtin",
 )
 

@@ -14,6 +14,7 @@ from microkube.controllers.nodeipam import NodeIpamController
 from microkube.controllers.nodelifecycle import node_lifecycle_controller
 from microkube.controllers.podgc import PodGCController
 from microkube.controllers.replicaset import PODS, REPLICASETS, REPLICATIONCONTROLLERS, ReplicaSetController
+from microkube.controllers.resourcequota import RESOURCEQUOTAS, ResourceQuotaController
 from microkube.controllers.serviceaccounts import NAMESPACES, ServiceAccountsController
 from microkube.controllers.statefulset import REVISIONS, STATEFULSETS, StatefulSetController
 from microkube_interfaces.controllers import ControllerContext, ControllerRegistration, Reconciler
@@ -51,4 +52,5 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("replicaset", REPLICASETS, _replicasets, owns=(PODS,)),
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),
+        ControllerRegistration("resourcequota", RESOURCEQUOTAS, ResourceQuotaController),
     ]
