@@ -190,6 +190,7 @@ async def test_silent_nodes_go_unknown_and_unreachable(cluster: tuple[object, Cl
             assert {e["involvedObject"]["name"] for e in await events(client, "NodeNotReady")} >= {"silent", "never"}
             message = next(e for e in await events(client, "NodeNotReady") if e["involvedObject"]["name"] == "silent")
             assert message["message"] == "Node silent status is now: NodeNotReady"
+            assert message["involvedObject"]["kind"] == "Node"
 
             # The kubelet comes back: a fresh Ready condition and Lease clear both taints.
             await client.patch(NODES, "silent", {"status": {"conditions": [ready_condition("True")]}},
@@ -264,6 +265,7 @@ async def test_taint_eviction(cluster: tuple[object, Client]) -> None:
         await eventually(evicted_event)
         event = next(e for e in await events(client, "TaintManagerEviction") if e["involvedObject"]["name"] == "plain")
         assert event["message"] == "Marking for deletion Pod default/plain"
+        assert event["involvedObject"]["kind"] == "Pod" and event["type"] == "Normal"
         await eventually(lambda: gone(client, "brief"))
         assert not await gone(client, "forever")  # tolerates the taint without a time limit
         assert not await gone(client, "elsewhere")  # on an untainted node

@@ -219,7 +219,8 @@ class NodeLifecycleController:
             return Outcome.done()
         ready = condition(node, "Ready")
         if became_not_ready and ready is not None:
-            await self.context.record_event(node, "Normal", "NodeNotReady", f"Node {key} status is now: NodeNotReady")
+            await self.context.record_event({**node, "apiVersion": "v1", "kind": "Node"}, "Normal", "NodeNotReady",
+                                            f"Node {key} status is now: NodeNotReady")
         pods = [p for k in sorted(self.pods_by_node.get(key, ())) if (p := self.pods.get(k)) is not None
                 and (p.get("spec") or {}).get("nodeName") == key]
         if ready is not None and ready.get("status") != "True":
@@ -340,7 +341,7 @@ class NodeLifecycleController:
             return
         except errors.MicrokubeError as exc:  # the condition is informative; the eviction goes ahead
             log.debug("DisruptionTarget on %s/%s: %s", namespace, name, exc)
-        await self.context.record_event(pod, "Normal", "TaintManagerEviction",
+        await self.context.record_event({**pod, "apiVersion": "v1", "kind": "Pod"}, "Normal", "TaintManagerEviction",
                                         f"Marking for deletion Pod {namespace}/{name}")
         try:
             await self.client.delete(self.pods_resource, name, namespace,
