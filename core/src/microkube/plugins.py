@@ -25,6 +25,7 @@ from microkube_interfaces.errors import PluginError
 from microkube_interfaces.hookspecs import PluginInfo, ResourceRegistration, ServerSettings
 from microkube_interfaces.markers import ENTRY_POINT_GROUP, PROJECT_NAME
 from microkube_interfaces.registry import Registrar
+from microkube_interfaces.scheduling import SchedulerPluginRegistration
 from microkube_interfaces.versioning import negotiate
 
 #: Built-in plugins, registered in this order before any installed pack.
@@ -35,6 +36,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "microkube.apiserver.crds",
     "microkube.apiserver.quota",
     "microkube.controllers.builtin",
+    "microkube.scheduler.builtin",
 )
 
 #: Entry points whose names start with this are microkube's own (never blocked by the allow-list).
@@ -167,6 +169,16 @@ class Plugins:
         if duplicates:
             raise PluginError(",".join(duplicates), "controller names must be unique",
                               "rename the plugin's controller")
+        return found
+
+    def scheduler_plugins(self, settings: ServerSettings) -> list[SchedulerPluginRegistration]:
+        results = self.manager.hook.microkube_scheduler_plugins(settings=settings)
+        found = [p for batch in reversed(results) for p in batch]
+        names = [p.name for p in found]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise PluginError(",".join(duplicates), "scheduler plugin names must be unique",
+                              "rename the plugin's scheduler plugin")
         return found
 
     def authenticators(self, settings: ServerSettings) -> list[Authenticator]:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from microkube_interfaces.controllers import ControllerRegistration
     from microkube_interfaces.registry import Registrar
     from microkube_interfaces.resources import ResourceType, Strategy
+    from microkube_interfaces.scheduling import SchedulerPluginRegistration
 
 
 @dataclass(frozen=True)
@@ -94,3 +95,9 @@ def microkube_authorizer(settings: ServerSettings) -> Authorizer | None:
 def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegistration]:  # type: ignore[empty-body]
     """Return reconcile loops for the controller manager; all are used. Names must be unique;
     operators disable controllers by name. Called once when the controller manager starts."""
+
+
+@hookspec
+def microkube_scheduler_plugins(settings: ServerSettings) -> Sequence[SchedulerPluginRegistration]:  # type: ignore[empty-body]
+    """Return scheduler framework plugins (filters, scores, binders, …); all are used, unless the
+    operator disables them by name. Names must be unique. Called once when a scheduler starts."""

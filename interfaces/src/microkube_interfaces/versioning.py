@@ -19,6 +19,7 @@ INTERFACE_VERSIONS: dict[str, tuple[str, ...]] = {
     "authentication": ("v1",),
     "authorization": ("v1",),
     "controllers": ("v1",),
+    "scheduler": ("v1",),
 }
 
 

@@ -460,9 +460,9 @@ class ObjectStore:
                 meta[key] = cur_meta[key]
             else:
                 meta.pop(key, None)
-        if (r.has_status and served.resource.kind != "CustomResourceDefinition") or (
+        if subresource != "binding" and ((r.has_status and served.resource.kind != "CustomResourceDefinition") or (
             served.custom and "status" in r.subresources
-        ):
+        )):
             if "status" in current:
                 new["status"] = current["status"]
             else:

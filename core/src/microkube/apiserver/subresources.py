@@ -15,6 +15,7 @@ from microkube.apiserver.catalog import Served
 from microkube.apiserver.objects import DeleteOptions, WriteOptions
 from microkube.apiserver.requestinfo import RequestInfo
 from microkube.apiserver.status import ApiError, bad_request, conflict, not_found
+from microkube.timestamps import format_time, utcnow
 from microkube_interfaces import errors
 from microkube_interfaces.auth import Attributes, Decision, UserInfo
 
@@ -167,6 +168,11 @@ class Subresources:
                 raise conflict("pods", info.name, "", f"pod {info.name} is already assigned to node "
                                f'"{spec["nodeName"]}"')
             spec["nodeName"] = node
+            # as the kube-apiserver's binding storage: the pod is now scheduled
+            status = current.setdefault("status", {})
+            conditions = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            status["conditions"] = [{"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                     "lastTransitionTime": format_time(utcnow())}, *conditions]
             return current
 
         await self.server.objects._update_loop(served, namespace, info.name, produce, opts, "binding", "")

@@ -1,0 +1,1 @@
+"""The built-in scheduler plugins, registered through ``microkube_scheduler_plugins`` like any pack's."""
