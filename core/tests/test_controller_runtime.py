@@ -181,8 +181,9 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
     assert {r.name for r in registrations} == {"cronjob", "daemonset", "deployment", "disruption", "endpoints",
-                                               "job", "nodeipam", "podgc", "replicaset", "replicationcontroller",
-                                               "serviceaccount", "statefulset"}
+                                               "job", "nodeipam", "nodelifecycle", "podgc", "replicaset",
+                                               "replicationcontroller", "resourcequota", "serviceaccount",
+                                               "statefulset"}
     with pytest.raises(ValueError, match="unknown controllers"):
         ControllerManager(client, registrations, disabled=["no-such-controller"])
     manager = ControllerManager(client, registrations, disabled=["replicationcontroller", "deployment"])
