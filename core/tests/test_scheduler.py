@@ -256,3 +256,52 @@ async def test_unbound_claims_keep_a_pod_pending(client: Client) -> None:
             "metadata": {"name": "missing"},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}, "default")
         await failure_message(client, "claims", "pod has unbound immediate PersistentVolumeClaims")
+
+
+def test_vector_forms_agree_with_per_node_plugins() -> None:
+    """The built-in plugins' column fast path gives exactly the per-node answers."""
+    import random
+
+    import numpy as np
+
+    from microkube.scheduler.cache import SchedulerCache
+    from microkube.scheduler.plugins.noderesources import NodeResourcesBalancedAllocation, NodeResourcesFit
+    from microkube.scheduler.plugins.nodes import NodeUnschedulable, TaintToleration
+    from microkube.scheduler.resources import pod_info
+    from microkube_interfaces.scheduling import CycleState
+
+    rng = random.Random(7)
+    cache = SchedulerCache()
+    for index in range(300):
+        capacity = {"cpu": str(rng.choice([0, 1, 2, 8])), "memory": f"{rng.choice([0, 1, 4, 16])}Gi",
+                    "pods": str(rng.choice([0, 2, 110])), "ephemeral-storage": "10Gi"}
+        taints = rng.choice([[], [], [{"key": "a", "value": "b", "effect": "NoSchedule"}],
+                             [{"key": "p", "effect": "PreferNoSchedule"}]])
+        cache.update_node({"metadata": {"name": f"n{index}"}, "spec": {"taints": taints,
+                                                                      "unschedulable": rng.random() < 0.1},
+                           "status": {"allocatable": capacity}})
+        for number in range(rng.randint(0, 3)):
+            resident = pod_info({"metadata": {"name": f"r{index}-{number}", "namespace": "d"}, "spec": {
+                "containers": [{"resources": {"requests": {"cpu": f"{rng.randint(0, 900)}m"}}}]}})
+            cache.add_pod(resident, f"n{index}")
+    rows = np.arange(len(cache.table))
+    for case in range(40):
+        requests = {"cpu": f"{rng.randint(0, 3000)}m", "memory": f"{rng.randint(0, 3000)}Mi"}
+        if case % 3 == 0:
+            requests.pop("cpu")
+        tolerations = [{"key": "a", "operator": "Exists"}] if case % 4 == 0 else []
+        pod = pod_info({"metadata": {"name": "p", "namespace": "d"}, "spec": {
+            "tolerations": tolerations, "containers": [{"resources": {"requests": requests}}]}})
+        for plugin in (NodeResourcesFit(None, "LeastAllocated"), NodeResourcesFit(None, "MostAllocated"),  # type: ignore[arg-type]
+                       NodeUnschedulable(None), TaintToleration(None)):  # type: ignore[arg-type]
+            mask = plugin.vector_filter(CycleState(), pod, cache.table)
+            assert mask is not None
+            expected = [plugin.filter(CycleState(), pod, node) is None for node in cache.table.nodes]
+            assert mask.tolist() == expected, plugin.name
+        for scorer in (NodeResourcesFit(None, "LeastAllocated"), NodeResourcesFit(None, "MostAllocated"),  # type: ignore[arg-type]
+                       NodeResourcesBalancedAllocation(None), TaintToleration(None)):  # type: ignore[arg-type]
+            scores = {node.name: scorer.score(CycleState(), pod, node) for node in cache.table.nodes}
+            if hasattr(scorer, "normalize_score"):
+                scorer.normalize_score(CycleState(), pod, scores)
+            vector = scorer.vector_score(CycleState(), pod, cache.table, rows)
+            assert vector.tolist() == [scores[node.name] for node in cache.table.nodes], scorer.name

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from microkube.scheduler.resources import add_pod, has_pod_affinity, node_info, remove_pod
+from microkube.scheduler.table import NodeTable
 from microkube_interfaces.scheduling import NodeInfo, PodInfo
 
 
@@ -19,7 +20,7 @@ def _relevant(node: dict[str, Any]) -> tuple[Any, ...]:
 class SchedulerCache:
     def __init__(self) -> None:
         self.nodes: dict[str, NodeInfo] = {}
-        self.node_list: list[NodeInfo] = []
+        self.table = NodeTable()
         self.pod_nodes: dict[str, str] = {}
         self.assumed: set[str] = set()
         #: pods bound to nodes not (yet) known, by node name
@@ -28,6 +29,11 @@ class SchedulerCache:
         self._affinity: dict[str, set[str]] = {}
         #: node name → pods nominated to it by preemption
         self.nominated: dict[str, dict[str, PodInfo]] = {}
+
+    @property
+    def node_list(self) -> list[NodeInfo]:
+        """Every node, in the table's row order."""
+        return self.table.nodes
 
     # -- nodes -----------------------------------------------------------------------------------
 
@@ -42,18 +48,19 @@ class SchedulerCache:
                 current.labels, current.taints = refreshed.labels, refreshed.taints
                 current.unschedulable, current.allocatable = refreshed.unschedulable, refreshed.allocatable
                 current.generation += 1
+                self.table.sync(current)
             current.node = node
             return changed
         info = node_info(node, self._waiting.pop(name, {}).values())
         self.nodes[name] = info
-        self.node_list.append(info)
+        self.table.add(info)
         return True
 
     def remove_node(self, name: str) -> None:
         info = self.nodes.pop(name, None)
         if info is None:
             return
-        self.node_list = [n for n in self.node_list if n.name != name]
+        self.table.rebuild([n for n in self.table.nodes if n.name != name])
         self._waiting[name] = dict(info.pods)
         self._affinity.pop(name, None)
 
@@ -71,6 +78,7 @@ class SchedulerCache:
             self._waiting.setdefault(node_name, {})[pod.key] = pod
             return
         add_pod(node, pod)
+        self.table.sync(node)
         if has_pod_affinity(pod.pod):
             self._affinity.setdefault(node_name, set()).add(pod.key)
         else:
@@ -101,6 +109,7 @@ class SchedulerCache:
         node = self.nodes.get(node_name)
         if node is not None:
             remove_pod(node, key)
+            self.table.sync(node)
             self._discard_affinity(node_name, key)
         else:
             self._waiting.get(node_name, {}).pop(key, None)

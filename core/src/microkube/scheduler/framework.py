@@ -8,12 +8,16 @@ beside the next pods' scheduling.
 
 from __future__ import annotations
 
+import operator
 import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from microkube.scheduler.table import Column, Mask, NodeTable
 from microkube_interfaces.scheduling import (
     Code,
     CycleState,
@@ -108,9 +112,11 @@ class Framework:
         return None
 
     def schedule(self, state: CycleState, pod: PodInfo, nodes: list[NodeInfo],
-                 adjust: Callable[[PodInfo, NodeInfo], NodeInfo] | None = None) -> ScheduleResult:
+                 adjust: Callable[[PodInfo, NodeInfo], NodeInfo] | None = None,
+                 table: NodeTable | None = None) -> ScheduleResult:
         """Pick a node for ``pod`` among ``nodes``; ``adjust`` lets the caller add pods nominated to a
-        node (by preemption) before filtering it."""
+        node (by preemption) before filtering it; ``table`` (the same nodes as columns) enables the
+        vector fast path."""
         diagnosis = Diagnosis(total_nodes=len(nodes))
         narrowed: frozenset[str] | None = None
         skipped: set[str] = set()
@@ -129,8 +135,12 @@ class Framework:
                 diagnosis.pre_filter = Status(outcome.code, outcome.reasons, plugin.name)
                 return ScheduleResult(None, diagnosis)
         state["__skip_filter__"] = frozenset(skipped)
-        filters: list[tuple[str, Filter]] = [(p.name, p.filter) for p in self.filters  # type: ignore[attr-defined]
-                                             if p.name not in skipped]
+        active = [p for p in self.filters if p.name not in skipped]
+        if table is not None and adjust is None and narrowed is None and len(table) == len(nodes):
+            fast = self._vector_filter(state, pod, active, table)
+            if fast is not None:
+                return fast
+        filters: list[tuple[str, Filter]] = [(p.name, p.filter) for p in active]  # type: ignore[attr-defined]
         candidates = nodes if narrowed is None else [n for n in nodes if n.name in narrowed]
         total = len(candidates)
         wanted = feasible_nodes_to_find(total, self.percentage)
@@ -161,28 +171,58 @@ class Framework:
             return ScheduleResult(feasible[0].name, None, evaluated, 1)
         return ScheduleResult(self._select(state, pod, feasible), None, evaluated, len(feasible))
 
-    def _select(self, state: CycleState, pod: PodInfo, feasible: list[NodeInfo]) -> str:
+    def _vector_filter(self, state: CycleState, pod: PodInfo, active: list[SchedulerPlugin],
+                       table: NodeTable) -> ScheduleResult | None:
+        """The same search as the per-node loop, over the table's columns; None when a plugin has no
+        vector form or nothing fits (the per-node loop then explains why)."""
+        mask: Mask | None = None
+        for plugin in active:
+            vector_filter = _method(plugin, "vector_filter")
+            part = vector_filter(state, pod, table) if vector_filter is not None else None
+            if part is None:
+                return None
+            mask = part if mask is None else mask & part
+        total = len(table)
+        if total == 0:
+            return None
+        if mask is None:
+            mask = np.ones(total, np.bool_)
+        start = self._next_start % total
+        rotated = np.concatenate((mask[start:], mask[:start]))
+        wanted = feasible_nodes_to_find(total, self.percentage)
+        hits = np.flatnonzero(rotated)[:wanted]
+        if len(hits) == 0:
+            return None
+        evaluated = int(hits[-1]) + 1 if len(hits) == wanted else total
+        self._next_start = start + evaluated
+        rows: Column = (hits + start) % total
+        if len(rows) == 1:
+            return ScheduleResult(table.nodes[int(rows[0])].name, None, evaluated, 1)
+        feasible = list(operator.itemgetter(*rows.tolist())(table.nodes))
+        return ScheduleResult(self._select(state, pod, feasible, table, rows), None, evaluated, len(rows))
+
+    def _select(self, state: CycleState, pod: PodInfo, feasible: list[NodeInfo], table: NodeTable | None = None,
+                rows: Column | None = None) -> str:
         skipped = set()
         for plugin in self.pre_scores:
             outcome = plugin.pre_score(state, pod, feasible)  # type: ignore[attr-defined]
             if outcome is not None and outcome.code == Code.SKIP:
                 skipped.add(plugin.name)
-        totals = [0] * len(feasible)
+        totals = np.zeros(len(feasible), np.int64)
         for plugin, weight, normalize in self.scorers:
             if plugin.name in skipped:
                 continue
-            score = plugin.score  # type: ignore[attr-defined]
-            if normalize is None:
-                for index, node in enumerate(feasible):
-                    totals[index] += score(state, pod, node) * weight
+            vector_score = _method(plugin, "vector_score") if table is not None else None
+            if vector_score is not None:
+                totals += vector_score(state, pod, table, rows) * weight
                 continue
+            score = plugin.score  # type: ignore[attr-defined]
             scores = {node.name: score(state, pod, node) for node in feasible}
-            normalize(state, pod, scores)
-            for index, node in enumerate(feasible):
-                totals[index] += scores[node.name] * weight
-        best = max(totals)
-        winners = [index for index, total in enumerate(totals) if total == best]
-        return feasible[random.choice(winners)].name
+            if normalize is not None:
+                normalize(state, pod, scores)
+            totals += np.fromiter((scores[node.name] for node in feasible), np.int64, len(feasible)) * weight
+        winners = np.flatnonzero(totals == totals.max())
+        return feasible[int(random.choice(winners))].name
 
     async def post_filter(self, state: CycleState, pod: PodInfo, diagnosis: Diagnosis) -> PostFilterResult:
         messages = []

@@ -173,7 +173,7 @@ class Scheduler:
         state = CycleState()
         adjust = self.cache.with_nominated if self.cache.nominated else None
         try:
-            result = self.framework.schedule(state, info, self.cache.node_list, adjust)
+            result = self.framework.schedule(state, info, self.cache.node_list, adjust, self.cache.table)
         except Exception as exc:  # a plugin bug must not stop the scheduler
             log.exception("scheduling %s failed", key)
             self.metrics.errors += 1

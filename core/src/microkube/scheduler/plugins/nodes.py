@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from microkube.nodematch import matches_node_selector, tolerates
+from microkube.scheduler.table import Column, Mask, NodeTable
 from microkube_interfaces.scheduling import (
     MAX_NODE_SCORE,
     CycleState,
@@ -45,6 +48,12 @@ class NodeUnschedulable:
         if node.unschedulable and not any(tolerates(t, UNSCHEDULABLE_TAINT) for t in pod.spec.get("tolerations") or []):
             return Status.unresolvable("node(s) were unschedulable")
         return None
+
+    def vector_filter(self, state: CycleState, pod: PodInfo, table: NodeTable) -> Mask | None:
+        if any(tolerates(t, UNSCHEDULABLE_TAINT) for t in pod.spec.get("tolerations") or []):
+            return np.ones(len(table), np.bool_)
+        mask: Mask = ~table.flags("unschedulable")
+        return mask
 
 
 class NodePorts:
@@ -130,6 +139,22 @@ class TaintToleration:
                                                                               for t in tolerations):
                 return Status.unresolvable(f"node(s) had untolerated taint {_taint_text(taint)}")
         return None
+
+    def vector_filter(self, state: CycleState, pod: PodInfo, table: NodeTable) -> Mask | None:
+        tainted = table.flags("tainted")
+        mask: Mask = ~tainted
+        for row in np.flatnonzero(tainted):
+            mask[row] = self.filter(state, pod, table.nodes[row]) is None
+        return mask
+
+    def vector_score(self, state: CycleState, pod: PodInfo, table: NodeTable, rows: Column) -> Column:
+        raw = np.zeros(len(rows), np.int64)
+        tainted = table.flags("tainted")[rows]
+        for index in np.flatnonzero(tainted):
+            raw[index] = self.score(state, pod, table.nodes[rows[index]])
+        highest = int(raw.max()) if len(raw) else 0
+        scores: Column = MAX_NODE_SCORE - (raw * MAX_NODE_SCORE // highest if highest else raw)
+        return scores
 
     def score(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> int:
         if not node.taints:
