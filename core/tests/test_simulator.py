@@ -123,13 +123,15 @@ async def test_nodes_register_with_status_labels_and_leases(client: Client) -> N
     assert len({n["status"]["addresses"][0]["address"] for n in nodes.values()}) == 3
 
     # A second simulator adopts the existing nodes instead of failing.
-    again = NodeSimulator(client, 3, labels={"round": "two"})
+    again = NodeSimulator(client, 3, labels={"round": "two"}, lease_interval=0.1, status_interval=0.1)
     await again.register()
     node = await client.get(NODES, "sim-node-1")
     assert node["metadata"]["labels"]["round"] == "two"
     assert node["metadata"]["uid"] == nodes["sim-node-1"]["metadata"]["uid"]
 
-    await again.remove_nodes()
+    async with running(again):
+        await again.remove_nodes()  # the running simulator neither re-registers nor renews them any more
+        await asyncio.sleep(0.3)
     assert (await client.list(NODES))["items"] == []
     with pytest.raises(errors.NotFound):
         await client.get(LEASES, "sim-node-0", "kube-node-lease")
@@ -187,6 +189,10 @@ async def test_bound_pod_runs_with_an_address_from_the_node_pod_cidr(client: Cli
         assert containers["app"]["image"] == "nginx:1.27"
         (init,) = status["initContainerStatuses"]
         assert init["state"]["terminated"]["reason"] == "Completed" and init["state"]["terminated"]["exitCode"] == 0
+        # The simulator's pod cache keeps only what it reads.
+        cached = simulator.informer.get("default/web") if simulator.informer else None
+        assert cached is not None and "managedFields" not in cached["metadata"]
+        assert "tolerations" not in cached["spec"] and cached["spec"]["nodeName"] == "sim-node-0"
 
         # Addresses are unique per node; another node's pods come from that node's range.
         await client.create(PODS, pod("web2", "sim-node-0"), "default")
@@ -237,6 +243,18 @@ async def test_deleting_a_pod_with_a_grace_period_completes(client: Client) -> N
         await client.create(PODS, pod("doomed", "sim-node-0"), "default")
         await eventually(lambda: phase_is(client, "doomed", "Running"))
         assert simulator.nodes["sim-node-0"].used
+
+        # Marked NotReady (as the node lifecycle controller does to pods of an unreachable node): the
+        # "kubelet" reports it ready again.
+        conditions = [{"type": "Ready", "status": "False", "reason": "NodeNotReady"},
+                      {"type": "PodScheduled", "status": "True"}]
+        await client.patch(PODS, "doomed", {"status": {"conditions": conditions}}, "default", subresource="status")
+
+        async def ready_again() -> bool:
+            status = await status_of(client, "doomed")
+            return {c["type"]: c["status"] for c in status["conditions"]}.get("Ready") == "True"
+
+        await eventually(ready_again)
         deleted = await client.delete(PODS, "doomed", "default", grace_period_seconds=30)
         assert deleted is not None and deleted["metadata"]["deletionTimestamp"]
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
+import itertools
 import logging
 import time
 import uuid
@@ -134,6 +135,43 @@ def _exit_code(pod: Object) -> int:
         return 1
 
 
+def _ready(pod: Object) -> bool:
+    conditions = {c.get("type"): c.get("status") for c in (pod.get("status") or {}).get("conditions") or []}
+    return conditions.get("Ready") == "True" and conditions.get("ContainersReady") == "True"
+
+
+_KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
+_KEPT_CONTAINER = ("name", "image", "resources", "restartPolicy")
+_KEPT_STATUS = ("phase", "podIP", "qosClass", "conditions", "startTime", "containerStatuses")
+
+
+def _trim(pod: Object) -> None:
+    """Cut a cached pod down, in place, to the fields the simulator reads.
+
+    The pod Informer is the simulator's own and holds every bound pod of the cluster (50,000 of them
+    at scale); a full pod object costs ~9 KB of Python objects, spec and managedFields mostly. What
+    is left: identity and resourceVersion (the Informer's relist compares it), the simulate
+    annotations, nodeName, hostNetwork, the containers' names, images and resources, and the status
+    fields a status write builds on.
+    """
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    status = pod.get("status") or {}
+    kept_meta = {k: meta[k] for k in _KEPT_METADATA if k in meta}
+    annotations = meta.get("annotations") or {}
+    kept_annotations = {k: annotations[k] for k in (DURATION_ANNOTATION, EXIT_CODE_ANNOTATION) if k in annotations}
+    if kept_annotations:
+        kept_meta["annotations"] = kept_annotations
+    kept_spec = {k: spec[k] for k in ("nodeName", "hostNetwork") if k in spec}
+    for field in ("initContainers", "containers"):
+        if spec.get(field):
+            kept_spec[field] = [{k: c[k] for k in _KEPT_CONTAINER if k in c}
+                                for c in spec[field] if isinstance(c, dict)]
+    kept_status = {k: status[k] for k in _KEPT_STATUS if k in status}
+    pod.clear()
+    pod.update(metadata=kept_meta, spec=kept_spec, status=kept_status)
+
+
 def _image_id(image: str) -> str:
     repository = image.split("@", 1)[0]
     if ":" in repository.rsplit("/", 1)[-1]:
@@ -184,6 +222,7 @@ class NodeSimulator:
         self._deadlines: dict[str, float] = {}  # pod key -> loop time it finishes (simulated durations only)
         self._pending_since: dict[str, float] = {}  # pod key -> loop time first seen Pending (start_delay only)
         self._removed = False
+        self._fallbacks = 0
         self.boot_id = str(uuid.uuid4())
 
     # -- node objects ----------------------------------------------------------------------------
@@ -277,6 +316,7 @@ class NodeSimulator:
     async def register(self) -> None:
         """Create (or adopt) every node, write its status through nodes/status, create its Lease."""
         started = time.monotonic()
+        self._removed = False
         await self._ensure_namespace()
         await self._bounded(self.nodes.values(), self._register_node)
         self.registered = True
@@ -292,6 +332,7 @@ class NodeSimulator:
 
     async def _register_node(self, node: _SimNode) -> None:
         wanted = self.node_object(node)
+        node.cidr, node.cidr_wanted_since = None, None  # a new Node object: its podCIDR comes with it
         try:
             obj = await _retrying(lambda: self.client.create(NODES, wanted, field_manager=FIELD_MANAGER))
         except errors.AlreadyExists:  # adopt it: our labels, annotation and taints on top of what is there
@@ -311,6 +352,8 @@ class NodeSimulator:
     # -- leases and heartbeats -------------------------------------------------------------------
 
     async def _renew_lease(self, node: _SimNode) -> None:
+        if self._removed:
+            return
         try:
             await _retrying(lambda: self.client.patch(LEASES, node.name, {"spec": self.lease_spec(node)},
                                                       LEASE_NAMESPACE, field_manager=FIELD_MANAGER))
@@ -325,9 +368,10 @@ class NodeSimulator:
             try:
                 current = await _retrying(lambda: self.client.get(NODES, node.name))
             except errors.NotFound:
-                if not self._removed:  # deleted under us: a kubelet registers again
-                    log.info("simulated node %s was deleted; registering it again", node.name)
-                    await self._register_node(node)
+                if self._removed:
+                    return
+                log.info("simulated node %s was deleted; registering it again", node.name)
+                await self._register_node(node)  # as a kubelet does
                 return
             self._learn(node, current)
             patch = {"metadata": {"resourceVersion": current["metadata"].get("resourceVersion")},
@@ -358,7 +402,7 @@ class NodeSimulator:
         nodes = list(self.nodes.values())
         start = loop.time()
         try:
-            for round_ in range(1 << 62):
+            for round_ in itertools.count():
                 for i, node in enumerate(nodes):
                     delay = start + interval * (round_ + i / len(nodes)) - loop.time()
                     if delay > 0:
@@ -386,6 +430,7 @@ class NodeSimulator:
     def _on_pod(self, event: str, pod: Object, old: Object | None) -> None:
         """Informer handler: bookkeeping that must not wait, and queueing what needs an API call."""
         key = object_key(pod)
+        _trim(pod)  # in place: the cache holds every bound pod of the cluster, it keeps only what is used here
         if event == "DELETED":
             self._forget(key)
             return
@@ -406,7 +451,7 @@ class NodeSimulator:
         elif phase == "Running":
             if key not in self._pod_ips:
                 self._adopt(key, node, pod)
-            if _duration(pod) is not None:
+            if _duration(pod) is not None or not _ready(pod):
                 self._queue.add(key)
 
     def _adopt(self, key: str, node: _SimNode, pod: Object) -> None:
@@ -514,8 +559,11 @@ class NodeSimulator:
                     return None
                 fallback = ipaddress.IPv4Network((FALLBACK_POD_BASE + (node.index << (32 - FALLBACK_POD_PREFIX)),
                                                   FALLBACK_POD_PREFIX))
-                log.warning("simulated node %s has no spec.podCIDR after %.0fs (is a node IPAM controller "
-                            "running?); its pods get addresses from %s", node.name, self.pod_cidr_wait, fallback)
+                self._fallbacks += 1
+                log.log(logging.WARNING if self._fallbacks == 1 else logging.DEBUG,
+                        "simulated node %s has no spec.podCIDR after %.1fs (is a node IPAM controller running?); "
+                        "its pods get addresses from %s (and other such nodes from 100.64.0.0/10)", node.name,
+                        self.pod_cidr_wait, fallback)
                 node.cidr = fallback
         address = node.allocate()
         if address is None:
@@ -569,6 +617,17 @@ class NodeSimulator:
         self._deadlines[key] = loop.time() + duration
         return duration
 
+    async def _make_ready(self, pod: Object) -> None:
+        meta = pod["metadata"]
+        now = format_time(utcnow())
+        conditions = [c for c in (pod.get("status") or {}).get("conditions") or []
+                      if c.get("type") not in ("Ready", "ContainersReady")]
+        for kind in ("Ready", "ContainersReady"):
+            conditions.append({"type": kind, "status": "True", "lastProbeTime": None, "lastTransitionTime": now})
+        await self.client.patch(PODS, meta["name"], {"metadata": {"resourceVersion": meta.get("resourceVersion")},
+                                                      "status": {"conditions": conditions}},
+                                 meta["namespace"], subresource="status", field_manager=FIELD_MANAGER)
+
     @staticmethod
     def _container_id(uid: str, name: str) -> str:
         return f"{RUNTIME_SCHEME}://{_digest(uid, name)}"
@@ -592,6 +651,8 @@ class NodeSimulator:
                 "lastState": {}}
 
     async def _maybe_finish(self, key: str, node: _SimNode, pod: Object) -> float | None:
+        if not _ready(pod):  # marked NotReady while its node was (the simulator was down): ready again
+            await self._make_ready(pod)
         duration = _duration(pod)
         if duration is None:
             return None
@@ -637,7 +698,6 @@ class NodeSimulator:
         """Register (unless :meth:`register` ran already), then keep the nodes alive until cancelled."""
         if not self.registered:
             await self.register()
-        self._removed = False
         self.informer = Informer(self.client, PODS, field_selector=await self._pod_field_selector())
         self.informer.add_handler(self._on_pod)
         self._queue = WorkQueue(base_delay=0.05, max_delay=30.0)
