@@ -17,6 +17,15 @@ INTERFACE = "admission"
 VERSION = "v1"
 
 
+class ObjectReader(Protocol):
+    """Read access to what the API server stores, for plugins whose decision depends on other objects
+    (quota, limits, priority classes)."""
+
+    async def list(self, resource: str, namespace: str = "") -> list[dict[str, Any]]:
+        """Every stored object of ``resource`` (``plural`` or ``plural.group``, e.g. ``deployments.apps``),
+        of one namespace if given, as of this request (the cache has caught up with the store)."""
+
+
 @dataclass
 class AdmissionRequest:
     operation: str  # CREATE | UPDATE | DELETE | CONNECT
@@ -29,6 +38,7 @@ class AdmissionRequest:
     old_object: dict[str, Any] | None
     user: UserInfo
     dry_run: bool = False
+    reader: ObjectReader | None = None
 
 
 class AdmissionPlugin(Protocol):

@@ -248,11 +248,17 @@ class ObjectStore:
             raise from_error(exc, plural=r.plural, name=obj["metadata"].get("name", ""), group=r.group,
                              kind=r.kind) from None
 
+    async def list(self, resource: str, namespace: str = "") -> list[dict[str, Any]]:
+        """The admission ObjectReader: current objects from the watch cache, once it caught up."""
+        await self.cache.sync()
+        entries = self.cache.cache_for(f"/registry/{resource}/").entries.values()
+        return [entry.obj() for entry in entries if not namespace or entry.namespace == namespace]
+
     async def _admit(self, operation: str, served: Served, obj: dict[str, Any] | None,
                      old: dict[str, Any] | None, opts: WriteOptions, subresource: str = "") -> None:
         meta = (obj or old or {}).get("metadata", {})
         request = AdmissionRequest(operation, served.resource, subresource, meta.get("namespace", ""),
-                                   meta.get("name", ""), obj, old, opts.user, opts.dry_run)
+                                   meta.get("name", ""), obj, old, opts.user, opts.dry_run, reader=self)
         try:
             for plugin in self.admission:
                 await plugin.mutate(request)

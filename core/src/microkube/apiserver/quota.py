@@ -12,18 +12,14 @@ The resourcequota controller (``microkube.controllers.resourcequota``) writes ``
 these evaluators. The admission plugin (validate phase) denies a create (or an update of a Service or
 claim) that would take any quota of the namespace above ``spec.hard``, with kube-apiserver's messages.
 
-How admission reads objects: an admission plugin is built from ``ServerSettings`` only and the
-interface gives it no reader. Rather than keep a second cache, the plugin finds, on its first
-request, the ``ObjectStore`` that is admitting it (the caller on the stack whose ``admission`` list
-holds this plugin) and from then on reads that server's own watch cache, caught up with the store
-(``WatchCache.sync``) before each decision. Usage is computed from the objects stored now (not from
+How admission reads objects: through the request's ``ObjectReader`` (the API server's own watch cache,
+caught up with the store before each read). Usage is computed from the objects stored now (not from
 ``status.used``, so enforcement does not wait for the controller); a create admitted but not yet in
 the cache is held as a short-lived reservation, so concurrent creates cannot both take the last unit.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import re
@@ -32,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -43,9 +39,6 @@ from microkube_interfaces.admission import AdmissionPlugin, AdmissionRequest
 from microkube_interfaces.hookspecs import PluginInfo, ServerSettings
 from microkube_interfaces.markers import hookimpl
 
-if TYPE_CHECKING:
-    from microkube.apiserver.watchcache import WatchCache
-
 log = logging.getLogger(__name__)
 
 Object = dict[str, Any]
@@ -54,7 +47,6 @@ DECIMAL_SI = "DecimalSI"
 NANO = Decimal("1e-9")
 BINARY_SI = "BinarySI"
 DECIMAL_EXPONENT = "DecimalExponent"
-QUOTAS_PREFIX = "/registry/resourcequotas/"
 #: How long an admitted create is counted before it shows up in the watch cache (a create that failed
 #: after admission stops counting then).
 RESERVATION_SECONDS = 5.0
@@ -438,33 +430,11 @@ class ResourceQuotaAdmission:
     name = "ResourceQuota"
 
     def __init__(self) -> None:
-        self._cache: WatchCache | None = None
-        self._unbound_warned = False
-        #: namespace → storage key → an admitted create not yet seen in the watch cache.
+        #: namespace → "resource/name" → an admitted create not yet seen in the watch cache.
         self._reserved: dict[str, dict[str, _Reservation]] = {}
 
     async def mutate(self, request: AdmissionRequest) -> None:
         return None
-
-    def _watch_cache(self) -> WatchCache | None:
-        """The watch cache of the server this plugin admits for, found once from the admitting ObjectStore."""
-        if self._cache is None:
-            from microkube.apiserver.objects import ObjectStore
-
-            frame = inspect.currentframe()
-            try:
-                while frame is not None:
-                    owner = frame.f_locals.get("self")
-                    if isinstance(owner, ObjectStore) and any(p is self for p in owner.admission):
-                        self._cache = owner.cache
-                        break
-                    frame = frame.f_back
-            finally:
-                del frame
-            if self._cache is None and not self._unbound_warned:
-                self._unbound_warned = True
-                log.error("ResourceQuota admission is not called by an ObjectStore: quota is not enforced")
-        return self._cache
 
     async def validate(self, request: AdmissionRequest) -> None:
         obj = request.object
@@ -474,13 +444,13 @@ class ResourceQuotaAdmission:
         resource = r.group_resource
         if request.operation != "CREATE" and not (request.operation == "UPDATE" and resource in UPDATE_CHARGED):
             return
-        cache = self._watch_cache()
-        if cache is None:
-            return
-        await cache.sync()
+        reader = request.reader
+        if reader is None:
+            raise errors.Forbidden("ResourceQuota admission needs an API server that offers its objects to "
+                                   "admission plugins (AdmissionRequest.reader)")
         namespace = request.namespace
-        quotas = sorted((e.obj() for e in cache.cache_for(QUOTAS_PREFIX).entries.values()
-                         if e.namespace == namespace), key=lambda q: str(q["metadata"].get("name", "")))
+        quotas = sorted(await reader.list("resourcequotas", namespace),
+                        key=lambda q: str(q["metadata"].get("name", "")))
         interesting = [q for q in quotas if any(resource_of(k) == resource for k in quota_keys(q))
                        and matches_scopes(q, resource, obj)]
         if not interesting:
@@ -503,13 +473,15 @@ class ResourceQuotaAdmission:
         delta = {k: v for k, v in delta.items() if v.value != 0}
         if not delta:
             return
-        prefix = f"/registry/{resource}/"
+        stored: list[Object] | None = None
         for quota in interesting:
             hard = hard_limits(quota)
             requested = {k: v for k, v in delta.items() if k in hard}
             if not requested:
                 continue
-            used = self._used(cache, prefix, namespace, resource, quota, requested, now)
+            if stored is None:
+                stored = await reader.list(resource, namespace)
+            used = self._used(stored, namespace, resource, quota, requested, now)
             exceeded = sorted(k for k, v in requested.items() if (used.get(k, ZERO) + v).value > hard[k].value)
             if exceeded:
                 raise self._forbidden(resource, name, (
@@ -518,20 +490,20 @@ class ResourceQuotaAdmission:
                     f"used: {pretty({k: used.get(k, ZERO) for k in exceeded})}, "
                     f"limited: {pretty({k: hard[k] for k in exceeded})}"))
         if request.operation == "CREATE" and not request.dry_run:
-            key = f"{prefix}{namespace}/{name}"
+            key = f"{resource}/{name}"
             self._reserved.setdefault(namespace, {})[key] = _Reservation(
                 resource, key, orjson.loads(orjson.dumps(obj)), time.monotonic() + RESERVATION_SECONDS)
 
-    def _used(self, cache: WatchCache, prefix: str, namespace: str, resource: str, quota: Object,
+    def _used(self, stored: list[Object], namespace: str, resource: str, quota: Object,
               keys: Iterable[str], now: datetime) -> dict[str, Quantity]:
         """Current usage of ``keys`` in the namespace: stored objects plus admitted creates not yet stored."""
         wanted = set(keys)
-        entries = cache.cache_for(prefix).entries
-        objects = [e.obj() for e in entries.values() if e.namespace == namespace]
+        names = {f"{resource}/{o['metadata']['name']}" for o in stored}
+        objects = list(stored)
         reserved = self._reserved.get(namespace, {})
         moment = time.monotonic()
         for key, reservation in list(reserved.items()):
-            if key in entries or reservation.expires < moment:
+            if key in names or reservation.expires < moment:
                 del reserved[key]
             elif reservation.resource == resource:
                 objects.append(reservation.obj)
