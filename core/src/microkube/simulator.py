@@ -142,7 +142,11 @@ def _ready(pod: Object) -> bool:
 
 _KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
 _KEPT_CONTAINER = ("name", "image", "resources", "restartPolicy")
-_KEPT_STATUS = ("phase", "podIP", "qosClass", "conditions", "startTime", "containerStatuses")
+_KEPT_STATUS = ("phase", "podIP", "qosClass", "startTime")
+
+
+class _NeedWhole(Exception):
+    """The trimmed cached pod is not enough for this step: read the whole pod from the server."""
 
 
 def _trim(pod: Object) -> None:
@@ -151,8 +155,9 @@ def _trim(pod: Object) -> None:
     The pod Informer is the simulator's own and holds every bound pod of the cluster (50,000 of them
     at scale); a full pod object costs ~9 KB of Python objects, spec and managedFields mostly. What
     is left: identity and resourceVersion (the Informer's relist compares it), the simulate
-    annotations, nodeName, hostNetwork, the containers' names, images and resources, and the status
-    fields a status write builds on.
+    annotations, nodeName, hostNetwork, the containers' names, images and resources, phase, podIP,
+    startTime, qosClass and the conditions (only Ready and ContainersReady, as type and status, once it
+    runs). A step that writes a running pod's status reads the whole pod first (``_NeedWhole``).
     """
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -168,6 +173,12 @@ def _trim(pod: Object) -> None:
             kept_spec[field] = [{k: c[k] for k in _KEPT_CONTAINER if k in c}
                                 for c in spec[field] if isinstance(c, dict)]
     kept_status = {k: status[k] for k in _KEPT_STATUS if k in status}
+    conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    if (status.get("phase") or "") in PENDING:  # starting it keeps its PodScheduled condition
+        kept_status["conditions"] = conditions
+    else:  # once it runs, only whether it is ready (writes past the start read the whole pod first)
+        kept_status["conditions"] = [{"type": c.get("type"), "status": c.get("status")} for c in conditions
+                                     if c.get("type") in ("Ready", "ContainersReady")]
     pod.clear()
     pod.update(metadata=kept_meta, spec=kept_spec, status=kept_status)
 
@@ -500,21 +511,25 @@ class NodeSimulator:
         """Move one pod along; returns when to look at it again (None: when something changes)."""
         assert self.informer is not None
         pod = self.informer.get(key)
+        whole = False  # the cached pod is trimmed (see _trim); one read from the server is whole
         for _ in range(RETRIES):
             if pod is None:
                 self._forget(key)
                 return None
             try:
-                return await self._step(key, pod)
-            except errors.Conflict:  # the cache was behind: read the pod again and decide again
-                namespace, _, name = key.partition("/")
-                try:
-                    pod = await self.client.get(PODS, name, namespace)
-                except errors.NotFound:
-                    pod = None
+                return await self._step(key, pod, whole)
+            except (errors.Conflict, _NeedWhole):  # the cache was behind or is not enough: read the pod, decide again
+                pod, whole = await self._read_pod(key), True
         raise errors.Retryable(f"pod {key} kept changing under the simulator", after=0.5)
 
-    async def _step(self, key: str, pod: Object) -> float | None:
+    async def _read_pod(self, key: str) -> Object | None:
+        namespace, _, name = key.partition("/")
+        try:
+            return await self.client.get(PODS, name, namespace)
+        except errors.NotFound:
+            return None
+
+    async def _step(self, key: str, pod: Object, whole: bool) -> float | None:
         node = self.nodes.get((pod.get("spec") or {}).get("nodeName") or "")
         if node is None:
             self._forget(key)
@@ -535,7 +550,7 @@ class NodeSimulator:
         if phase in PENDING:
             return await self._start(key, node, pod)
         if phase == "Running":
-            return await self._maybe_finish(key, node, pod)
+            return await self._running(key, pod, whole)
         return None
 
     async def _pod_address(self, key: str, node: _SimNode) -> int | None:
@@ -650,21 +665,32 @@ class NodeSimulator:
                                          "containerID": container_id}},
                 "lastState": {}}
 
-    async def _maybe_finish(self, key: str, node: _SimNode, pod: Object) -> float | None:
-        if not _ready(pod):  # marked NotReady while its node was (the simulator was down): ready again
-            await self._make_ready(pod)
+    async def _running(self, key: str, pod: Object, whole: bool) -> float | None:
+        """A Running pod finishes once its simulated duration is over; marked NotReady, it is made ready."""
         duration = _duration(pod)
-        if duration is None:
-            return None
-        loop = asyncio.get_running_loop()
-        deadline = self._deadlines.get(key)
-        if deadline is None:  # started before this simulator ran: count from its startTime
-            started = parse_time((pod.get("status") or {}).get("startTime"))
-            elapsed = (utcnow() - started).total_seconds() if started else 0.0
-            deadline = self._deadlines[key] = loop.time() + duration - elapsed
-        remaining = deadline - loop.time()
-        if remaining > 0:
+        remaining: float | None = None
+        if duration is not None:
+            loop = asyncio.get_running_loop()
+            deadline = self._deadlines.get(key)
+            if deadline is None:  # started before this simulator ran: count from its startTime
+                started = parse_time((pod.get("status") or {}).get("startTime"))
+                elapsed = (utcnow() - started).total_seconds() if started else 0.0
+                deadline = self._deadlines[key] = loop.time() + duration - elapsed
+            remaining = deadline - loop.time()
+        due = remaining is not None and remaining <= 0
+        if not due and _ready(pod):
             return remaining
+        if not whole:  # a status write builds on the whole status, which the cache does not keep
+            raise _NeedWhole
+        if due:
+            await self._finish(key, pod)
+            return None
+        # Marked NotReady while its node was (the node lifecycle controller, while the simulator was
+        # down): a kubelet that is back reports it ready again.
+        await self._make_ready(pod)
+        return remaining
+
+    async def _finish(self, key: str, pod: Object) -> None:
         meta = pod["metadata"]
         status = pod.get("status") or {}
         exit_code = _exit_code(pod)
@@ -690,7 +716,6 @@ class NodeSimulator:
                                                                  "containerStatuses": containers}},
                                  meta["namespace"], subresource="status", field_manager=FIELD_MANAGER)
         self._forget(key)  # a finished pod's sandbox is gone: its address is free again
-        return None
 
     # -- running ---------------------------------------------------------------------------------
 
