@@ -358,16 +358,20 @@ class NodeSimulator:
         obj = await _retrying(lambda: self.client.patch(NODES, node.name, {"status": self.node_status(node)},
                                                         subresource="status", field_manager=FIELD_MANAGER))
         self._learn(node, obj)
-        await self._renew_lease(node)
+        await self._renew_lease(node, owner=True)  # a Lease left from an earlier Node object gets this one
 
     # -- leases and heartbeats -------------------------------------------------------------------
 
-    async def _renew_lease(self, node: _SimNode) -> None:
+    async def _renew_lease(self, node: _SimNode, *, owner: bool = False) -> None:
+        """Renew (or create) the node's Lease; ``owner`` also points its ownerReference at this Node."""
         if self._removed:
             return
+        patch: Object = {"spec": self.lease_spec(node)}
+        if owner:
+            patch["metadata"] = {"ownerReferences": self.lease_object(node)["metadata"]["ownerReferences"]}
         try:
-            await _retrying(lambda: self.client.patch(LEASES, node.name, {"spec": self.lease_spec(node)},
-                                                      LEASE_NAMESPACE, field_manager=FIELD_MANAGER))
+            await _retrying(lambda: self.client.patch(LEASES, node.name, patch, LEASE_NAMESPACE,
+                                                      field_manager=FIELD_MANAGER))
         except errors.NotFound:
             with contextlib.suppress(errors.AlreadyExists):
                 await _retrying(lambda: self.client.create(LEASES, self.lease_object(node), LEASE_NAMESPACE,
