@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +35,11 @@ NAMESPACE = "bench"
 
 def emit(figure: str, value: float, unit: str, **extra: Any) -> None:
     print(json.dumps({"figure": figure, "value": round(value, 3), "unit": unit, **extra}), flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bounded(jobs: list[Any], limit: int) -> None:
@@ -79,16 +86,22 @@ async def throughput(nodes: int, pods: int) -> None:
             scheduler = Scheduler(client, registrations)
             task = asyncio.create_task(scheduler.run())
             await scheduler.ready.wait()
+            server_cpu, own_cpu = cpu_seconds(server.process.pid), time.process_time()
             started = time.perf_counter()
             while scheduler.metrics.scheduled < pods:
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.05)
             elapsed = time.perf_counter() - started
+            server_cpu, own_cpu = cpu_seconds(server.process.pid) - server_cpu, time.process_time() - own_cpu
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
             emit(f"scheduler_throughput_{nodes}_nodes", pods / elapsed, "pods/s", nodes=nodes, pods=pods,
                  seconds=round(elapsed, 2), scheduling_ms_per_pod=round(
                      scheduler.metrics.scheduling_seconds * 1000 / max(1, scheduler.metrics.attempts), 3),
+                 server_cpu_ms_per_pod=round(server_cpu * 1000 / pods, 3),
+                 scheduler_cpu_ms_per_pod=round(own_cpu * 1000 / pods, 3),
                  target=">= 700 pods/s at 5,000 nodes")
         finally:
             await client.close()

@@ -138,6 +138,7 @@ class ControllerManager:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.recorder.close()
 
     async def run_elected(self, identity: str = "") -> None:
         elector = LeaderElector(self.client, "microkube-controller-manager", identity=identity)

@@ -389,12 +389,24 @@ EVENTS = Resource("", "v1", "events")
 
 
 class EventRecorder:
-    """Writes core/v1 Events about objects (reason, message, the component that acted)."""
+    """Writes core/v1 Events about objects (reason, message, the component that acted).
 
-    def __init__(self, client: Client, component: str) -> None:
+    Like client-go's event broadcaster, recording never waits for the API: events queue (up to
+    ``queue_size``) and are written at most ``qps`` per second (bursts of ``burst``); under a storm
+    the overflow is dropped and counted (``dropped``), so events can never slow the work they describe.
+    """
+
+    def __init__(self, client: Client, component: str, *, qps: float = 100.0, burst: int = 200,
+                 queue_size: int = 1000) -> None:
         self.client = client
         self.component = component
         self.instance = socket.gethostname()
+        self.qps = qps
+        self.burst = burst
+        self.dropped = 0
+        self.written = 0
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(queue_size)
+        self._worker: asyncio.Task[None] | None = None
 
     async def record(self, obj: dict[str, Any], type: str, reason: str, message: str) -> None:
         meta = obj.get("metadata") or {}
@@ -412,6 +424,34 @@ class EventRecorder:
             "reportingInstance": self.instance, "firstTimestamp": format_time(now), "lastTimestamp": format_time(now),
         }
         try:
-            await self.client.create(EVENTS, event, namespace)
-        except errors.MicrokubeError as exc:  # events are best effort: never fail a reconcile for one
-            log.debug("event %s on %s not recorded: %s", reason, meta.get("name"), exc)
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._write(), name=f"events-{self.component}")
+
+    async def _write(self) -> None:
+        tokens = float(self.burst)
+        last = time.monotonic()
+        while True:
+            event = await self._queue.get()
+            now = time.monotonic()
+            tokens = min(float(self.burst), tokens + (now - last) * self.qps)
+            last = now
+            if tokens < 1:
+                await asyncio.sleep((1 - tokens) / self.qps)
+                tokens, last = 1.0, time.monotonic()
+            tokens -= 1
+            try:
+                await self.client.create(EVENTS, event, event["metadata"]["namespace"])
+                self.written += 1
+            except errors.MicrokubeError as exc:  # events are best effort: never fail the work for one
+                log.debug("event %s not recorded: %s", event["reason"], exc)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None

@@ -272,6 +272,7 @@ class Scheduler:
             for task in [*tasks, *self._background]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            await self.recorder.close()
 
     async def run_elected(self, identity: str = "") -> None:
         lease = "kube-scheduler" if self.names == {DEFAULT_SCHEDULER} else \
