@@ -85,8 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="extra host name or IP for the serving certificate (repeatable)")
         sub.add_argument("--no-autoload", action="store_true",
                          help="load only built-in plugins (and those named by MICROKUBE_PLUGINS)")
+        sub.add_argument("--no-controller-manager", action="store_true",
+                         help="do not run the controller manager beside the API server")
+        sub.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler beside the API server")
+        sub.add_argument("--simulate-nodes", type=_non_negative, default=0, metavar="N",
+                         help="also run N simulated nodes (see `microkube simulate`)")
 
-    server_options(commands.add_parser("server", help="run the control plane (API server and store)"))
+    server_options(commands.add_parser(
+        "server", help="run the control plane: API server and store, controller manager and scheduler"))
     server_options(commands.add_parser(
         "up", help="bring up a one-machine cluster on the embedded defaults (for now: the control plane)"))
     manager = commands.add_parser(
@@ -95,9 +101,48 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument("--disable", default="", metavar="NAMES",
                          help="comma-separated controllers not to run (see `microkube plugins`)")
     manager.add_argument("--no-autoload", action="store_true")
+    scheduler = commands.add_parser("scheduler", help="run a scheduler against an API server (leader-elected)")
+    scheduler.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the API server")
+    scheduler.add_argument("--scheduler-name", action="append", default=[], metavar="NAME",
+                           help="schedule pods whose spec.schedulerName is NAME (repeatable; default "
+                                "default-scheduler)")
+    scheduler.add_argument("--disable", default="", metavar="PLUGINS",
+                           help="comma-separated scheduler plugins not to run (e.g. DefaultPreemption)")
+    scheduler.add_argument("--percentage-of-nodes-to-score", type=_percentage, default=None, metavar="PERCENT",
+                           help="stop filtering once this share of nodes fits (default: adaptive, as kube-scheduler)")
+    scheduler.add_argument("--scoring-strategy", choices=["LeastAllocated", "MostAllocated"],
+                           default="LeastAllocated", help="NodeResourcesFit scoring (default LeastAllocated)")
+    scheduler.add_argument("--no-autoload", action="store_true")
+    simulate = commands.add_parser(
+        "simulate", help="run simulated nodes (like kwok): Nodes, Leases and pods that go Running, no containers")
+    simulate.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the API server")
+    simulate.add_argument("--nodes", type=_non_negative, required=True, metavar="N", help="how many nodes")
+    simulate.add_argument("--prefix", default="sim-node-", help="node name prefix (default sim-node-)")
+    simulate.add_argument("--cpu", default="32", help="CPU capacity of each node (default 32)")
+    simulate.add_argument("--memory", default="256Gi", help="memory capacity of each node (default 256Gi)")
+    simulate.add_argument("--max-pods", type=_non_negative, default=110, help="pods per node (default 110)")
+    simulate.add_argument("--lease-interval", type=float, default=10.0, metavar="SECONDS",
+                          help="how often each node renews its Lease (default 10, as the kubelet)")
     plugins = commands.add_parser("plugins", help="list the loaded plugins")
     plugins.add_argument("--no-autoload", action="store_true")
     return parser
+
+
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
+    return number
+
+
+def _percentage(value: str) -> int:
+    number = _non_negative(value)
+    if not 1 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 1 and 100")
+    return number
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,40 +169,95 @@ def _main(argv: list[str]) -> int:
         return _plugins(args)
     if args.command == "controller-manager":
         return _event_loop_runner()(_controller_manager(args))  # type: ignore[no-any-return]
+    if args.command == "scheduler":
+        return _event_loop_runner()(_scheduler(args))  # type: ignore[no-any-return]
+    if args.command == "simulate":
+        return _event_loop_runner()(_simulate(args))  # type: ignore[no-any-return]
     return _serve(args)
 
 
-async def _controller_manager(args: argparse.Namespace) -> int:
+def _client_for(args: argparse.Namespace, user_agent: str) -> Any:
     from microkube.client import Client
-    from microkube.controllers.manager import ControllerManager
-    from microkube.plugins import Plugins
-    from microkube_interfaces.hookspecs import ServerSettings
 
     if not args.kubeconfig.is_file():
         raise CLIError(f"microkube: --kubeconfig {args.kubeconfig} does not exist; point it at the server's "
                        "kubeconfig (DATA_DIR/kubeconfig)")
     try:
-        plugins = Plugins(autoload=False if args.no_autoload else None)
-        registrations = plugins.controllers(ServerSettings(data_dir=str(args.kubeconfig.parent)))
-        disabled = [name.strip() for name in args.disable.split(",") if name.strip()]
-        client = Client.from_kubeconfig(args.kubeconfig, user_agent="microkube-controller-manager")
-        manager = ControllerManager(client, registrations, disabled=disabled)
-    except (errors.MicrokubeError, ValueError, KeyError, OSError) as exc:
-        raise CLIError(f"microkube: {exc}") from None
+        return Client.from_kubeconfig(args.kubeconfig, user_agent=user_agent)
+    except (KeyError, IndexError, ValueError, OSError) as exc:
+        raise CLIError(f"microkube: --kubeconfig {args.kubeconfig} is not a usable kubeconfig: {exc}") from None
+
+
+async def _run_until_signalled(work: Any, banner: str, client: Any) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    running = asyncio.create_task(manager.run_elected())
-    print(f"microkube controller manager running: {', '.join(r.name for r in manager.registrations)}", flush=True)
-    await stop.wait()
+    running = asyncio.create_task(work)
+    print(banner, flush=True)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([running, stopping], return_when=asyncio.FIRST_COMPLETED)
     running.cancel()
+    stopping.cancel()
     try:
         await running
     except asyncio.CancelledError:
         pass
-    await client.close()
+    finally:
+        await client.close()
     return 0
+
+
+async def _scheduler(args: argparse.Namespace) -> int:
+    from microkube.plugins import Plugins
+    from microkube.scheduler.scheduler import DEFAULT_SCHEDULER, Scheduler
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    client = _client_for(args, "microkube-scheduler")
+    try:
+        plugins = Plugins(autoload=False if args.no_autoload else None)
+        registrations = plugins.scheduler_plugins(ServerSettings(
+            data_dir=str(args.kubeconfig.parent), options={"scoring_strategy": args.scoring_strategy}))
+        disabled = [name.strip() for name in args.disable.split(",") if name.strip()]
+        scheduler = Scheduler(client, registrations, names=args.scheduler_name or [DEFAULT_SCHEDULER],
+                              disabled=disabled, percentage_of_nodes_to_score=args.percentage_of_nodes_to_score)
+    except (errors.MicrokubeError, ValueError) as exc:
+        await client.close()
+        raise CLIError(f"microkube: {exc}") from None
+    return await _run_until_signalled(scheduler.run_elected(), "microkube scheduler running: "
+                                      f"{', '.join(sorted(scheduler.names))}", client)
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    from microkube.simulator import NodeSimulator
+
+    client = _client_for(args, "microkube-simulator")
+    try:
+        simulator = NodeSimulator(client, args.nodes, prefix=args.prefix, cpu=args.cpu, memory=args.memory,
+                                  pods=args.max_pods, lease_interval=args.lease_interval)
+    except ValueError as exc:
+        await client.close()
+        raise CLIError(f"microkube: {exc}") from None
+    return await _run_until_signalled(simulator.run(), f"microkube simulating {args.nodes} nodes "
+                                      f"({args.prefix}0..{args.prefix}{max(0, args.nodes - 1)})", client)
+
+
+async def _controller_manager(args: argparse.Namespace) -> int:
+    from microkube.controllers.manager import ControllerManager
+    from microkube.plugins import Plugins
+    from microkube_interfaces.hookspecs import ServerSettings
+
+    client = _client_for(args, "microkube-controller-manager")
+    try:
+        plugins = Plugins(autoload=False if args.no_autoload else None)
+        registrations = plugins.controllers(ServerSettings(data_dir=str(args.kubeconfig.parent)))
+        disabled = [name.strip() for name in args.disable.split(",") if name.strip()]
+        manager = ControllerManager(client, registrations, disabled=disabled)
+    except (errors.MicrokubeError, ValueError, KeyError, OSError) as exc:
+        await client.close()
+        raise CLIError(f"microkube: {exc}") from None
+    return await _run_until_signalled(manager.run_elected(), "microkube controller manager running: "
+                                      f"{', '.join(r.name for r in manager.registrations)}", client)
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -232,6 +332,7 @@ async def _run_server(data_dir: Path, host: str, port: int, store_url: str, args
     from microkube.apiserver.server import APIServer
     from microkube.plugins import Plugins
     from microkube.store import open_store
+    from microkube.supervisor import Supervisor
     from microkube_interfaces.hookspecs import ServerSettings
 
     plugins = Plugins(autoload=False if args.no_autoload else None)
@@ -257,14 +358,32 @@ async def _run_server(data_dir: Path, host: str, port: int, store_url: str, args
     client_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url_host = f"[{client_host}]" if ":" in client_host else client_host
     write_kubeconfig(kubeconfig, f"https://{url_host}:{server.port}", pki)
+    supervisor = Supervisor(_components(args, kubeconfig))
+    supervisor.start()
     print(f"microkube API server ready at https://{url_host}:{server.port}; "
           f"export KUBECONFIG={kubeconfig}", flush=True)
     try:
         await stop.wait()
     finally:
+        await supervisor.stop()
         await server.stop()
         await store.close()
     return 0
+
+
+def _components(args: argparse.Namespace, kubeconfig: Path) -> dict[str, list[str]]:
+    """The control-plane processes this server runs beside itself."""
+    base = [sys.executable, "-m", "microkube.cli", "--log-level", args.log_level]
+    common = ["--kubeconfig", str(kubeconfig)]
+    autoload = ["--no-autoload"] if args.no_autoload else []
+    components = {}
+    if not args.no_controller_manager:
+        components["controller-manager"] = [*base, "controller-manager", *common, *autoload]
+    if not args.no_scheduler:
+        components["scheduler"] = [*base, "scheduler", *common, *autoload]
+    if args.simulate_nodes:
+        components["simulator"] = [*base, "simulate", *common, "--nodes", str(args.simulate_nodes)]
+    return components
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ class ServerProcess:
     store: str = ""
     extra_args: Sequence[str] = ()
     env: dict[str, str] = field(default_factory=dict)
+    #: run the controller manager and scheduler beside the API server (off: tests drive the API alone)
+    components: bool = False
     port: int = 0
     process: subprocess.Popen[str] | None = None
     url: str = ""
@@ -60,6 +62,8 @@ class ServerProcess:
                 "--listen", f"127.0.0.1:{self.port}"]
         if self.store:
             args += ["--store", self.store]
+        if not self.components:
+            args += ["--no-controller-manager", "--no-scheduler"]
         return [*args, *self.extra_args]
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
