@@ -158,6 +158,18 @@ async def test_leases_and_heartbeats_are_renewed_until_cancelled(client: Client)
     async with running(simulator):
         await eventually(renewed)
         await eventually(heartbeat_moved)
+        # A node deleted under a live simulator registers again, as a kubelet does.
+        uid = (await client.get(NODES, "sim-node-1"))["metadata"]["uid"]
+        await client.delete(NODES, "sim-node-1")
+
+        async def registered_again() -> bool:
+            try:
+                node = await client.get(NODES, "sim-node-1")
+            except errors.NotFound:
+                return False
+            return node["metadata"]["uid"] != uid and bool((node.get("status") or {}).get("conditions"))
+
+        await eventually(registered_again)
     # Cancelled: nothing renews any more (the node lifecycle controller takes it from here).
     stopped = {n: (await client.get(LEASES, n, "kube-node-lease"))["spec"]["renewTime"] for n in simulator.nodes}
     await asyncio.sleep(1.0)
