@@ -153,7 +153,7 @@ async def test_leases_and_heartbeats_are_renewed_until_cancelled(client: Client)
     async def heartbeat_moved() -> bool:
         node = await client.get(NODES, "sim-node-2")
         ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
-        return ready["status"] == "True" and ready["lastHeartbeatTime"] != heartbeat
+        return bool(ready["status"] == "True" and ready["lastHeartbeatTime"] != heartbeat)
 
     async with running(simulator):
         await eventually(renewed)

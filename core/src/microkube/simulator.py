@@ -436,7 +436,8 @@ class NodeSimulator:
         """``spec.nodeName!=`` when the server supports it (an empty selector filters client-side)."""
         selector = "spec.nodeName!="
         try:
-            await self.client.request("GET", PODS.path(), query={"fieldSelector": selector, "limit": 1})
+            await _retrying(lambda: self.client.request("GET", PODS.path(),
+                                                        query={"fieldSelector": selector, "limit": 1}))
         except (errors.Invalid, ApiStatusError) as exc:
             log.info("the API server cannot select pods by spec.nodeName (%s); filtering pods here", exc)
             return ""
