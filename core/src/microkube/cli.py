@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler beside the API server")
         sub.add_argument("--simulate-nodes", type=_non_negative, default=0, metavar="N",
                          help="also run N simulated nodes (see `microkube simulate`)")
+        grace_option(sub)
+
+    def grace_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--node-monitor-grace-period", type=_positive_seconds, default=None, metavar="SECONDS",
+                         help="how long a node may stay silent before it is NotReady (default 40)")
 
     server_options(commands.add_parser(
         "server", help="run the control plane: API server and store, controller manager and scheduler"))
@@ -101,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument("--disable", default="", metavar="NAMES",
                          help="comma-separated controllers not to run (see `microkube plugins`)")
     manager.add_argument("--no-autoload", action="store_true")
+    grace_option(manager)
     scheduler = commands.add_parser("scheduler", help="run a scheduler against an API server (leader-elected)")
     scheduler.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the API server")
     scheduler.add_argument("--scheduler-name", action="append", default=[], metavar="NAME",
@@ -135,6 +141,16 @@ def _non_negative(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
+    return number
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0 seconds")
     return number
 
 
@@ -250,7 +266,9 @@ async def _controller_manager(args: argparse.Namespace) -> int:
     client = _client_for(args, "microkube-controller-manager")
     try:
         plugins = Plugins(autoload=False if args.no_autoload else None)
-        registrations = plugins.controllers(ServerSettings(data_dir=str(args.kubeconfig.parent)))
+        options = {} if args.node_monitor_grace_period is None else {
+            "node_monitor_grace_period": args.node_monitor_grace_period}
+        registrations = plugins.controllers(ServerSettings(data_dir=str(args.kubeconfig.parent), options=options))
         disabled = [name.strip() for name in args.disable.split(",") if name.strip()]
         manager = ControllerManager(client, registrations, disabled=disabled)
     except (errors.MicrokubeError, ValueError, KeyError, OSError) as exc:
@@ -378,11 +396,16 @@ def _components(args: argparse.Namespace, kubeconfig: Path) -> dict[str, list[st
     autoload = ["--no-autoload"] if args.no_autoload else []
     components = {}
     if not args.no_controller_manager:
-        components["controller-manager"] = [*base, "controller-manager", *common, *autoload]
+        grace = [] if args.node_monitor_grace_period is None else [
+            "--node-monitor-grace-period", str(args.node_monitor_grace_period)]
+        components["controller-manager"] = [*base, "controller-manager", *common, *autoload, *grace]
     if not args.no_scheduler:
         components["scheduler"] = [*base, "scheduler", *common, *autoload]
     if args.simulate_nodes:
-        components["simulator"] = [*base, "simulate", *common, "--nodes", str(args.simulate_nodes)]
+        # nodes renew their Leases four times per grace period, as kubelets do (10 s of 40 s)
+        renew = 10.0 if args.node_monitor_grace_period is None else min(10.0, args.node_monitor_grace_period / 4)
+        components["simulator"] = [*base, "simulate", *common, "--nodes", str(args.simulate_nodes),
+                                   "--lease-interval", str(renew)]
     return components
 
 

@@ -57,10 +57,19 @@ class DefaultPreemption:
                 victims.append(candidate)
         return victims
 
+    def _victims_terminating(self, pod: PodInfo, node_name: str) -> bool:
+        node = self.handle.node(node_name)
+        return node is not None and any(
+            other.priority < pod.priority and (other.pod.get("metadata") or {}).get("deletionTimestamp")
+            for other in node.pods.values())
+
     async def post_filter(self, state: CycleState, pod: PodInfo, statuses: dict[str, Status]) -> PostFilterResult:
         total = len(self.handle.nodes())
         if pod.spec.get("preemptionPolicy") == "Never":
             return PostFilterResult(message="preemption: not eligible due to preemptionPolicy=Never.")
+        nominated = str((pod.pod.get("status") or {}).get("nominatedNodeName") or "")
+        if nominated and self._victims_terminating(pod, nominated):
+            return PostFilterResult(nominated_node_name=nominated)  # wait for them, do not preempt again
         reasons: Counter[str] = Counter()
         best: tuple[tuple[int, int, int], str, list[PodInfo]] | None = None
         for name, status in statuses.items():
