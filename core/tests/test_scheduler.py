@@ -128,7 +128,7 @@ async def test_schedules_by_resources_and_explains_failures(client: Client) -> N
     await add_node(client, "big", cpu="8")
     await add_node(client, "tainted", cpu="8", taints=[{"key": "dedicated", "value": "db", "effect": "NoSchedule"}])
     await add_node(client, "cordoned", cpu="8", unschedulable=True)
-    async with running(client):
+    async with running(client) as scheduler:
         await client.create(PODS, pod("fits", cpu="2"), "default")
         assert await node_of(client, "fits") == "big"
         bound = await client.get(PODS, "fits", "default")
@@ -149,6 +149,9 @@ async def test_schedules_by_resources_and_explains_failures(client: Client) -> N
         assert await node_of(client, "tolerant") in ("tainted", "big")
         await add_node(client, "giant", cpu="32")
         assert await node_of(client, "huge") == "giant"
+        metrics = scheduler.render_metrics().decode()
+        assert 'scheduler_schedule_attempts_total{result="scheduled"} 3' in metrics
+        assert 'scheduler_cache_nodes 5' in metrics
 
 
 async def test_node_selection_affinity_and_ports(client: Client) -> None:

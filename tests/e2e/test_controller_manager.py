@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -21,10 +22,13 @@ pytestmark = pytest.mark.e2e
 def controller_manager(microkube_server: ServerProcess) -> Iterator[subprocess.Popen[str]]:
     env = {**os.environ, "MICROKUBE_DISABLE_PLUGIN_AUTOLOAD": "1"}
     process = subprocess.Popen([sys.executable, "-m", "microkube.cli", "controller-manager", "--kubeconfig",
-                                str(microkube_server.kubeconfig)], stdout=subprocess.PIPE,
+                                str(microkube_server.kubeconfig), "--metrics-listen", "127.0.0.1:0"],
+                               stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=env)
     assert process.stdout is not None
-    assert "controller manager running" in process.stdout.readline()
+    banner = process.stdout.readline()
+    assert "controller manager running" in banner
+    process.metrics_url = banner.rsplit("metrics at ", 1)[1].strip()  # type: ignore[attr-defined]
     try:
         yield process
     finally:
@@ -84,3 +88,21 @@ def test_unknown_controller_cannot_be_disabled(microkube_server: ServerProcess) 
                             timeout=60, env={**os.environ, "MICROKUBE_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert result.returncode != 0
     assert "nope" in result.stderr and "deployment" in result.stderr
+
+
+def test_per_controller_metrics(controller_manager: subprocess.Popen[str], kubectl: Kubectl) -> None:
+    kubectl("create", "namespace", "metered")
+    kubectl("create", "deployment", "web", "-n", "metered", "--image=web:1", "--replicas=1")
+    url = controller_manager.metrics_url  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    text = ""
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        if 'controller_runtime_reconcile_total{controller="deployment",result="success"} 0' not in text:
+            break
+        time.sleep(0.3)
+    assert 'workqueue_depth{name="deployment"}' in text
+    assert 'controller_runtime_reconcile_time_seconds_count{controller="replicaset"}' in text
+    assert 'controller_runtime_reconcile_total{controller="deployment",result="success"} 0' not in text
+    assert 'microkube_informer_objects{resource="deployments"}' in text

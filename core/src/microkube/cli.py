@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="comma-separated controllers not to run (see `microkube plugins`)")
     manager.add_argument("--no-autoload", action="store_true")
     grace_option(manager)
+    manager.add_argument("--metrics-listen", type=_listen_or_off, default=("127.0.0.1", 10257), metavar="HOST:PORT",
+                         help="plain-HTTP /metrics and /healthz (default 127.0.0.1:10257; 'off' to disable)")
     scheduler = commands.add_parser("scheduler", help="run a scheduler against an API server (leader-elected)")
     scheduler.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the API server")
     scheduler.add_argument("--scheduler-name", action="append", default=[], metavar="NAME",
@@ -119,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler.add_argument("--scoring-strategy", choices=["LeastAllocated", "MostAllocated"],
                            default="LeastAllocated", help="NodeResourcesFit scoring (default LeastAllocated)")
     scheduler.add_argument("--no-autoload", action="store_true")
+    scheduler.add_argument("--metrics-listen", type=_listen_or_off, default=("127.0.0.1", 10259),
+                           metavar="HOST:PORT",
+                           help="plain-HTTP /metrics and /healthz (default 127.0.0.1:10259; 'off' to disable)")
     simulate = commands.add_parser(
         "simulate", help="run simulated nodes (like kwok): Nodes, Leases and pods that go Running, no containers")
     simulate.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the API server")
@@ -132,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list the loaded plugins")
     plugins.add_argument("--no-autoload", action="store_true")
     return parser
+
+
+def _listen_or_off(value: str) -> tuple[str, int] | None:
+    return None if value == "off" else parse_listen(value)
 
 
 def _non_negative(value: str) -> int:
@@ -204,11 +213,17 @@ def _client_for(args: argparse.Namespace, user_agent: str) -> Any:
         raise CLIError(f"microkube: --kubeconfig {args.kubeconfig} is not a usable kubeconfig: {exc}") from None
 
 
-async def _run_until_signalled(work: Any, banner: str, client: Any) -> int:
+async def _run_until_signalled(work: Any, banner: str, client: Any, metrics: Any = None,
+                               listen: tuple[str, int] | None = None) -> int:
+    from microkube.metrics import bound_port, serve_metrics
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    runner = await serve_metrics(*listen, metrics) if metrics is not None and listen is not None else None
+    if runner is not None:
+        banner += f"; metrics at http://{listen[0] if listen else ''}:{bound_port(runner)}/metrics"
     running = asyncio.create_task(work)
     print(banner, flush=True)
     stopping = asyncio.create_task(stop.wait())
@@ -220,6 +235,8 @@ async def _run_until_signalled(work: Any, banner: str, client: Any) -> int:
     except asyncio.CancelledError:
         pass
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await client.close()
     return 0
 
@@ -241,7 +258,8 @@ async def _scheduler(args: argparse.Namespace) -> int:
         await client.close()
         raise CLIError(f"microkube: {exc}") from None
     return await _run_until_signalled(scheduler.run_elected(), "microkube scheduler running: "
-                                      f"{', '.join(sorted(scheduler.names))}", client)
+                                      f"{', '.join(sorted(scheduler.names))}", client, scheduler.render_metrics,
+                                      args.metrics_listen)
 
 
 async def _simulate(args: argparse.Namespace) -> int:
@@ -275,7 +293,8 @@ async def _controller_manager(args: argparse.Namespace) -> int:
         await client.close()
         raise CLIError(f"microkube: {exc}") from None
     return await _run_until_signalled(manager.run_elected(), "microkube controller manager running: "
-                                      f"{', '.join(r.name for r in manager.registrations)}", client)
+                                      f"{', '.join(r.name for r in manager.registrations)}", client,
+                                      manager.render_metrics, args.metrics_listen)
 
 
 def _plugins(args: argparse.Namespace) -> int:

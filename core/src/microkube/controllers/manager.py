@@ -22,6 +22,7 @@ from microkube.controllers.runtime import (
     WorkQueue,
     object_key,
 )
+from microkube.metrics import Exposition
 from microkube_interfaces.controllers import Cache, ControllerRegistration, ResourceRef
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,32 @@ class ControllerManager:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.recorder.close()
+
+    def render_metrics(self) -> bytes:
+        """Per-controller queue depth, adds, retries, reconciles, errors and latency; informer state."""
+        out = Exposition()
+        runners = sorted(self.runners.items())
+        out.family("workqueue_depth", "gauge", "Keys waiting in each controller's work queue.",
+                   (({"name": name}, len(r.queue)) for name, r in runners))
+        out.family("workqueue_adds_total", "counter", "Keys added to each controller's work queue.",
+                   (({"name": name}, r.queue.adds) for name, r in runners))
+        out.family("workqueue_retries_total", "counter", "Keys requeued with backoff after a failed reconcile.",
+                   (({"name": name}, r.queue.retries) for name, r in runners))
+        out.family("controller_runtime_reconcile_total", "counter", "Reconciles by controller and result.",
+                   (({"controller": name, "result": result}, value) for name, r in runners
+                    for result, value in (("success", r.metrics.reconciles - r.metrics.errors),
+                                          ("error", r.metrics.errors), ("requeue_after", r.metrics.requeues))))
+        out.family("controller_runtime_reconcile_errors_total", "counter", "Failed reconciles by controller.",
+                   (({"controller": name}, r.metrics.errors) for name, r in runners))
+        out.family("controller_runtime_reconcile_time_seconds", "histogram", "Reconcile latency by controller.",
+                   (({"controller": name}, r.metrics.latency) for name, r in runners))
+        out.family("microkube_informer_objects", "gauge", "Objects cached by each shared informer.",
+                   (({"resource": ref.plural}, len(i.objects)) for ref, i in self.informers.items()))
+        out.family("microkube_informer_relists_total", "counter", "Full lists made by each shared informer.",
+                   (({"resource": ref.plural}, i.relists) for ref, i in self.informers.items()))
+        out.family("microkube_events_dropped_total", "counter", "Events dropped under an event storm.",
+                   [({}, self.recorder.dropped)])
+        return out.render()
 
     async def run_elected(self, identity: str = "") -> None:
         elector = LeaderElector(self.client, "microkube-controller-manager", identity=identity)

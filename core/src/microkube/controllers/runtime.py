@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from microkube.client import Client, Resource
+from microkube.metrics import Histogram
 from microkube.timestamps import format_micro_time, format_time, parse_time, utcnow
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import Outcome, Reconciler
@@ -172,6 +173,8 @@ class WorkQueue:
         self._failures: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.shutting_down = False
+        self.adds = 0
+        self.retries = 0
 
     def __len__(self) -> int:
         return len(self._queued)
@@ -184,6 +187,7 @@ class WorkQueue:
             return
         if key not in self._queued:
             self._queued.add(key)
+            self.adds += 1
             self._queue.put_nowait(key)
 
     def add_after(self, key: str, delay: float) -> None:
@@ -202,6 +206,7 @@ class WorkQueue:
     def add_rate_limited(self, key: str) -> float:
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
+        self.retries += 1
         delay: float = min(self.max_delay, self.base_delay * 2.0 ** failures)
         self.add_after(key, delay)
         return delay
@@ -238,8 +243,8 @@ class WorkQueue:
 class ControllerMetrics:
     reconciles: int = 0
     errors: int = 0
-    latency_sum: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    requeues: int = 0
+    latency: Histogram = field(default_factory=Histogram)
 
 
 class ControllerRunner:
@@ -270,11 +275,8 @@ class ControllerRunner:
             except Exception as exc:  # a reconciler bug or a transient failure: retry with backoff
                 log.warning("%s: reconcile of %s failed: %s", self.reconciler.name, key, exc)
                 outcome = Outcome.retry(exc)
-            elapsed = time.perf_counter() - started
             self.metrics.reconciles += 1
-            self.metrics.latency_sum += elapsed
-            self.metrics.latencies.append(elapsed)
-            del self.metrics.latencies[:-1000]
+            self.metrics.latency.observe(time.perf_counter() - started)
             self.queue.done(key)
             if outcome.error is not None:
                 self.metrics.errors += 1
@@ -286,6 +288,7 @@ class ControllerRunner:
             else:
                 self.queue.forget(key)
                 if outcome.requeue_after is not None:
+                    self.metrics.requeues += 1
                     self.queue.add_after(key, outcome.requeue_after)
 
     def start(self) -> None:

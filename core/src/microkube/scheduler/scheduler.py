@@ -12,12 +12,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from microkube.client import Client, Resource
 from microkube.controllers.manager import InformerCache
 from microkube.controllers.runtime import EventRecorder, Informer, LeaderElector, object_key
+from microkube.metrics import Exposition, Histogram
 from microkube.scheduler.cache import SchedulerCache
 from microkube.scheduler.framework import Diagnosis, Framework
 from microkube.scheduler.queue import SchedulingQueue
@@ -50,6 +51,7 @@ class SchedulerMetrics:
     errors: int = 0
     attempts: int = 0
     scheduling_seconds: float = 0.0
+    attempt_duration: Histogram = field(default_factory=Histogram)
 
 
 class _Handle:
@@ -193,7 +195,9 @@ class Scheduler:
             return
         self.cache.assume(info, result.node)
         self.queue.done(key)
-        self.metrics.scheduling_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.metrics.scheduling_seconds += elapsed
+        self.metrics.attempt_duration.observe(elapsed)
         self._spawn(self._bind(key, info, state, result.node))
 
     async def _bind(self, key: str, info: PodInfo, state: CycleState, node: str) -> None:
@@ -273,6 +277,21 @@ class Scheduler:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self.recorder.close()
+
+    def render_metrics(self) -> bytes:
+        out = Exposition()
+        m = self.metrics
+        out.family("scheduler_schedule_attempts_total", "counter", "Scheduling attempts by result.",
+                   [({"result": "scheduled"}, m.scheduled), ({"result": "unschedulable"}, m.unschedulable),
+                    ({"result": "error"}, m.errors)])
+        out.family("scheduler_pending_pods", "gauge", "Pending pods by queue.",
+                   (({"queue": queue}, count) for queue, count in self.queue.stats().items()))
+        out.family("scheduler_scheduling_algorithm_duration_seconds", "histogram",
+                   "Time to choose a node for a pod (the scheduling cycle).", [({}, m.attempt_duration)])
+        out.family("scheduler_cache_nodes", "gauge", "Nodes in the scheduler's cache.", [({}, len(self.cache.nodes))])
+        out.family("microkube_events_dropped_total", "counter", "Events dropped under an event storm.",
+                   [({}, self.recorder.dropped)])
+        return out.render()
 
     async def run_elected(self, identity: str = "") -> None:
         lease = "kube-scheduler" if self.names == {DEFAULT_SCHEDULER} else \
