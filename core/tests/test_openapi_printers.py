@@ -81,3 +81,12 @@ def test_protobuf_rejects_garbage_with_clear_errors() -> None:
     unknown_kind = b"k8s\x00" + bytes([0x0A, 0x0C, 0x0A, 0x02]) + b"v1" + bytes([0x12, 0x06]) + b"Widget"
     with pytest.raises(errors.Unsupported, match="Widget"):
         decode(unknown_kind)
+
+
+def test_quota_columns_show_used_over_hard_like_kubectl() -> None:
+    quota = {"metadata": {"name": "q", "creationTimestamp": "2026-01-01T00:00:00Z"},
+             "status": {"hard": {"pods": "10", "requests.cpu": "1", "limits.memory": "1Gi"},
+                        "used": {"pods": "2", "requests.cpu": "500m"}}}
+    _name, _age, request, limit = printers._quota_cells(quota)
+    assert request == "pods: 2/10, requests.cpu: 500m/1"
+    assert limit == "limits.memory: 0/1Gi"

@@ -219,3 +219,16 @@ def test_the_control_plane_converges_after_a_restart_mid_rollout(tmp_path: Path)
         assert sorted(rs["spec"]["replicas"] for rs in replicasets) == [0, 6]
     finally:
         server.stop()
+
+
+def test_logs_and_exec_on_a_simulated_pod_answer_with_a_simulated_response(k: Kubectl) -> None:
+    k("run", "sim", "--image=busybox", "-n", "default")
+    wait_for(lambda: any(p["metadata"]["name"] == "sim" for p in running(k, "default")), "the pod running")
+    logs = k("logs", "sim")
+    assert "[microkube simulated] container sim of pod default/sim on simulated node sim-node-" in logs
+    out = k("exec", "sim", "--", "ls", "-l")
+    assert "would run 'ls -l'; no process runs here" in out
+    failed = k.run("port-forward", "pod/sim", "18080:80", check=False, timeout=20)
+    assert failed.returncode != 0
+    assert "cannot be port-forwarded" in failed.stderr
+    k("delete", "pod", "sim", "--wait=true", "--timeout=30s")

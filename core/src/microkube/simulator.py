@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
+from microkube.apiserver.simulated import SIMULATED_ANNOTATION
 from microkube.client import ApiStatusError, Client, Resource
 from microkube.controllers.runtime import Informer, WorkQueue, object_key
 from microkube.timestamps import format_micro_time, format_time, parse_time, utcnow
@@ -50,7 +51,6 @@ NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION_SECONDS = 40
-SIMULATED_ANNOTATION = "microkube.io/simulated"
 DURATION_ANNOTATION = "microkube.io/simulate-duration"
 EXIT_CODE_ANNOTATION = "microkube.io/simulate-exit-code"
 FIELD_MANAGER = "microkube-simulator"

@@ -343,7 +343,14 @@ def _role_binding_cells(obj: Object) -> list[Any]:
 
 
 def _quota_cells(obj: Object) -> list[Any]:
-    return [obj["metadata"].get("name", ""), age(obj)]
+    status = obj.get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+
+    def usage(limits: bool) -> str:
+        return ", ".join(f"{key}: {used.get(key, '0')}/{hard[key]}" for key in sorted(hard)
+                         if key.startswith("limits.") == limits)
+
+    return [obj["metadata"].get("name", ""), age(obj), usage(False), usage(True)]
 
 
 def _netpol_cells(obj: Object) -> list[Any]:
@@ -394,7 +401,7 @@ _COLUMNS: dict[tuple[str, str], tuple[tuple[PrinterColumn, ...], Callable[[Objec
     ("", "ReplicationController"): ((NAME, _col("Desired", _I), _col("Current", _I), _col("Ready", _I), AGE,
                                      _col("Containers", priority=1), _col("Images", priority=1),
                                      _col("Selector", priority=1)), _replicaset_cells),
-    ("", "ResourceQuota"): ((NAME, AGE), _quota_cells),
+    ("", "ResourceQuota"): ((NAME, AGE, _col("Request"), _col("Limit")), _quota_cells),
     ("apps", "Deployment"): ((NAME, _col("Ready"), _col("Up-to-date", _I), _col("Available", _I), AGE,
                               _col("Containers", priority=1), _col("Images", priority=1),
                               _col("Selector", priority=1)), _deployment_cells),

@@ -3,13 +3,14 @@ review kinds that are answered rather than stored (SelfSubjectAccessReview, Toke
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from microkube.apiserver import codec, selectors
+from microkube.apiserver import codec, selectors, simulated
 from microkube.apiserver import patch as patches
 from microkube.apiserver.catalog import Served
 from microkube.apiserver.objects import DeleteOptions, WriteOptions
@@ -65,7 +66,7 @@ class Subresources:
         if sub == "finalize":
             return await self._finalize(request, info, served, user)
         if sub in NODE_STREAMS:
-            return await self._node_stream(info, served, namespace)
+            return await self._node_stream(request, info, served, namespace)
         raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported on {info.path}")
 
     @staticmethod
@@ -276,11 +277,21 @@ class Subresources:
 
     # -- node-proxied streams --------------------------------------------------------------------
 
-    async def _node_stream(self, info: RequestInfo, served: Served, namespace: str) -> web.StreamResponse:
+    async def _node_stream(self, request: web.Request, info: RequestInfo, served: Served,
+                           namespace: str) -> web.StreamResponse:
         obj = await self.server.objects.get(served, namespace, info.name)
         kind = served.resource.kind
-        if kind == "Pod" and not (obj.get("spec") or {}).get("nodeName"):
+        node_name = str((obj.get("spec") or {}).get("nodeName") or "")
+        if kind == "Pod" and not node_name:
             raise bad_request(f"pod {info.name} does not have a host assigned")
+        if kind == "Pod" and info.subresource != "proxy":
+            nodes = self.server.catalog.get("", "v1", "nodes")
+            node = None
+            if nodes is not None:
+                with contextlib.suppress(errors.NotFound, ApiError):
+                    node = await self.server.objects.get(nodes, "", node_name)
+            if simulated.is_simulated(node):
+                return await simulated.answer(request, info.subresource, obj, node_name)
         raise ApiError(503, "ServiceUnavailable",
                        f"{served.resource.plural}/{info.subresource} is not available yet: this microkube server "
                        f"has no kubelet API proxy (it arrives with the node agent)", retry_after=None)

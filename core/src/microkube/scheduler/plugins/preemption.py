@@ -9,6 +9,7 @@ and the victims are deleted; the pod is scheduled when they are gone.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 from microkube.client import Resource
@@ -23,6 +24,8 @@ from microkube_interfaces.scheduling import (
     SchedulerHandle,
     Status,
 )
+
+log = logging.getLogger(__name__)
 
 PODS = Resource("", "v1", "pods")
 NOT_HELPFUL = "Preemption is not helpful for scheduling"
@@ -89,6 +92,8 @@ class DefaultPreemption:
             return PostFilterResult(message=_summary(total, reasons))
         _, node_name, victims = best
         meta = pod.pod["metadata"]
+        log.info("preempting %s on %s for %s/%s (priority %d)", ", ".join(v.key for v in victims), node_name,
+                 meta.get("namespace"), meta.get("name"), pod.priority)
         for victim in victims:
             victim_meta = victim.pod["metadata"]
             await self.handle.record_event(victim.pod, "Normal", "Preempted",
