@@ -8,6 +8,7 @@ or deleted (client-go's ControllerExpectations idea).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from dataclasses import dataclass, field
@@ -117,16 +118,25 @@ class ReplicaSetController:
             pod_metadata["annotations"] = pod_meta["annotations"]
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_metadata, "spec": template.get("spec") or {}}
         self.expectations[key] = Expectation(adds=count)
-        for _ in range(count):
-            try:
-                created = await self.client.create(self.pods_resource, copy.deepcopy(pod), meta["namespace"],
-                                                   field_manager="replicaset-controller")
-            except errors.MicrokubeError as exc:
-                self.expectations[key].adds -= 1
-                await self.context.record_event(owner, "Warning", "FailedCreate", f"Error creating: {exc}")
-                raise
-            await self.context.record_event(owner, "Normal", "SuccessfulCreate",
-                                            f"Created pod: {created['metadata']['name']}")
+        # slow start, as Kubernetes: batches of 1, 2, 4, … created concurrently; the first failing
+        # batch stops the rest, so a quota or a bad template costs one error, not thousands
+        batch, remaining = 1, count
+        while remaining > 0:
+            size = min(batch, remaining)
+            creates = [self.client.create(self.pods_resource, copy.deepcopy(pod), meta["namespace"],
+                                          field_manager="replicaset-controller") for _ in range(size)]
+            results = await asyncio.gather(*creates, return_exceptions=True)
+            remaining -= size
+            failures = [r for r in results if isinstance(r, BaseException)]
+            for created in results:
+                if not isinstance(created, BaseException):
+                    await self.context.record_event(owner, "Normal", "SuccessfulCreate",
+                                                    f"Created pod: {created['metadata']['name']}")
+            if failures:
+                self.expectations[key].adds -= len(failures) + remaining
+                await self.context.record_event(owner, "Warning", "FailedCreate", f"Error creating: {failures[0]}")
+                raise failures[0]
+            batch *= 2
 
     async def _delete(self, key: str, namespace: str, victims: list[dict[str, Any]]) -> None:
         self.expectations[key] = Expectation(deletes={p["metadata"]["name"] for p in victims})
