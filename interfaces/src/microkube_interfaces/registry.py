@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from microkube_interfaces.errors import AlreadyExists, NotFound
 
@@ -70,3 +70,7 @@ class Registrar:
         from microkube_interfaces.store import StoreFactory  # local: store imports nothing of ours either
 
         self.stores: Kind[StoreFactory] = Kind("store backend")
+        #: container runtimes (cri/v1): name → factory(options: dict) -> a runtime and image service
+        self.runtimes: Kind[Any] = Kind("container runtime")
+        #: pod networks (cni/1.1): name → factory(options: dict) -> a CNI plugin
+        self.networks: Kind[Any] = Kind("pod network")
