@@ -20,6 +20,8 @@ INTERFACE_VERSIONS: dict[str, tuple[str, ...]] = {
     "authorization": ("v1",),
     "controllers": ("v1",),
     "scheduler": ("v1",),
+    "cri": ("v1",),
+    "cni": ("1.1",),
 }
 
 
