@@ -154,6 +154,38 @@ async def test_schedules_by_resources_and_explains_failures(client: Client) -> N
         assert 'scheduler_cache_nodes 5' in metrics
 
 
+async def test_extended_resources_and_most_allocated(client: Client) -> None:
+    await add_node(client, "plain", cpu="8")
+    await add_node(client, "gpu", cpu="8")
+    gpu = await client.get(NODES, "gpu")
+    gpu["status"]["capacity"]["example.com/gpu"] = "2"
+    gpu["status"]["allocatable"]["example.com/gpu"] = "2"
+    await client.update(NODES, gpu, subresource="status")
+    async with running(client):
+        wants = pod("trainer")
+        wants["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "1"},
+                                                       "limits": {"example.com/gpu": "2"}}
+        await client.create(PODS, wants, "default")
+        assert await node_of(client, "trainer") == "gpu"
+        greedy = pod("greedy")
+        greedy["spec"]["containers"][0]["resources"] = {"limits": {"example.com/gpu": "1"}}
+        await client.create(PODS, greedy, "default")
+        message = await failure_message(client, "greedy", "Insufficient example.com/gpu")
+        assert message.startswith("0/2 nodes are available: 2 Insufficient example.com/gpu.")
+    settings = ServerSettings(data_dir=".", options={"scoring_strategy": "MostAllocated"})
+    registrations = Plugins(autoload=False).scheduler_plugins(settings)
+    scheduler = Scheduler(client, registrations)
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.wait_for(scheduler.ready.wait(), 10)
+    try:
+        await client.create(PODS, pod("packed", cpu="1"), "default")
+        assert await node_of(client, "packed") == "gpu"  # the fuller node wins under MostAllocated
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_node_selection_affinity_and_ports(client: Client) -> None:
     for index, zone in enumerate(["a", "a", "b"]):
         await add_node(client, f"n{index}",
