@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from microkube.client import Client, Resource
 from microkube.controllers.runtime import ControllerRunner, Informer, LeaderElector, Outcome, WorkQueue
-from microkube.testing import in_process_server
 from microkube_interfaces import errors
 
 CONFIGMAPS = Resource("", "v1", "configmaps")
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[tuple[object, Client]]:
-    async with in_process_server(tmp_path) as (server, url, token):
-        client = Client(url, token=token)
-        try:
-            yield server, client
-        finally:
-            await client.close()
 
 
 async def eventually(condition, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]

@@ -7,16 +7,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from microkube.client import Client, Resource
 from microkube.controllers.daemonset import NODES as NODE_REF
 from microkube.controllers.manager import ControllerManager
 from microkube.controllers.nodelifecycle import NodeLifecycleController, desired_taints, eviction_time
-from microkube.testing import in_process_server
 from microkube.timestamps import format_micro_time, format_time, utcnow
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import ControllerRegistration
@@ -30,14 +26,6 @@ UNREACHABLE = "node.kubernetes.io/unreachable"
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[tuple[object, Client]]:
-    async with in_process_server(tmp_path) as (server, url, token):
-        client = Client(url, token=token)
-        try:
-            yield server, client
-        finally:
-            await client.close()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:

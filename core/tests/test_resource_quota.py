@@ -7,7 +7,6 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,6 @@ from microkube.apiserver.quota import Quantity, format_quantity, missing_request
 from microkube.client import Client, Resource
 from microkube.controllers.manager import ControllerManager
 from microkube.controllers.resourcequota import RESOURCEQUOTAS, ResourceQuotaController
-from microkube.testing import in_process_server
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import ControllerRegistration
 
@@ -27,14 +25,6 @@ SERVICES = Resource("", "v1", "services")
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Any, Client]]:
-    async with in_process_server(tmp_path) as (server, url, token):
-        client = Client(url, token=token)
-        try:
-            yield server, client
-        finally:
-            await client.close()
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from microkube.scheduler.framework import feasible_nodes_to_find
 from microkube.scheduler.queue import SchedulingQueue
 from microkube.scheduler.resources import pod_requests
 from microkube.scheduler.scheduler import Scheduler
-from microkube.testing import in_process_server
 from microkube_interfaces.hookspecs import ServerSettings
 
 PODS = Resource("", "v1", "pods")
@@ -26,14 +24,6 @@ EVENTS = Resource("", "v1", "events")
 PRIORITY_CLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", namespaced=False)
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    async with in_process_server(tmp_path) as (_server, url, token):
-        api = Client(url, token=token)
-        try:
-            yield api
-        finally:
-            await api.close()
 
 
 @contextlib.asynccontextmanager

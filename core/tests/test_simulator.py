@@ -6,14 +6,12 @@ import asyncio
 import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from microkube.client import Client, Resource
 from microkube.simulator import NodeSimulator
-from microkube.testing import in_process_server
 from microkube_interfaces import errors
 
 NODES = Resource("", "v1", "nodes", namespaced=False)
@@ -21,14 +19,6 @@ PODS = Resource("", "v1", "pods")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    async with in_process_server(tmp_path) as (_server, url, token):
-        api = Client(url, token=token)
-        try:
-            yield api
-        finally:
-            await api.close()
 
 
 async def eventually(probe: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:

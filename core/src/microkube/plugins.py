@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TypeVar
 
 import pluggy
 
@@ -163,23 +164,11 @@ class Plugins:
 
     def controllers(self, settings: ServerSettings) -> list[ControllerRegistration]:
         results = self.manager.hook.microkube_controllers(settings=settings)
-        found = [c for batch in reversed(results) for c in batch]
-        names = [c.name for c in found]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise PluginError(",".join(duplicates), "controller names must be unique",
-                              "rename the plugin's controller")
-        return found
+        return _unique([c for batch in reversed(results) for c in batch], "controller")
 
     def scheduler_plugins(self, settings: ServerSettings) -> list[SchedulerPluginRegistration]:
         results = self.manager.hook.microkube_scheduler_plugins(settings=settings)
-        found = [p for batch in reversed(results) for p in batch]
-        names = [p.name for p in found]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise PluginError(",".join(duplicates), "scheduler plugin names must be unique",
-                              "rename the plugin's scheduler plugin")
-        return found
+        return _unique([p for batch in reversed(results) for p in batch], "scheduler plugin")
 
     def authenticators(self, settings: ServerSettings) -> list[Authenticator]:
         results = self.manager.hook.microkube_authenticators(settings=settings)
@@ -199,3 +188,14 @@ class Plugins:
             dist, version = ("microkube", _core_version()) if builtin else self._distributions.get(name, ("", ""))
             rows.append(LoadedPlugin(info.name or name, dist, version, dict(info.interfaces), builtin))
         return rows
+
+
+_Named = TypeVar("_Named", ControllerRegistration, SchedulerPluginRegistration)
+
+
+def _unique(found: list[_Named], what: str) -> list[_Named]:
+    names = [item.name for item in found]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise PluginError(",".join(duplicates), f"{what} names must be unique", f"rename the plugin's {what}")
+    return found
