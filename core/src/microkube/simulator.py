@@ -202,7 +202,7 @@ class NodeSimulator:
     def __init__(self, client: Client, count: int, *, prefix: str = "sim-node-", cpu: str = "32",
                  memory: str = "256Gi", pods: int = 110, labels: dict[str, str] | None = None,
                  taints: list[dict[str, Any]] | None = None, lease_interval: float = 10.0,
-                 status_interval: float = 60.0, start_delay: float = 0.0, concurrency: int = 32,
+                 status_interval: float = 300.0, start_delay: float = 0.0, concurrency: int = 32,
                  pod_cidr_wait: float = 5.0) -> None:
         """``start_delay``: seconds between a pod being seen Pending on a node and it running (container
         start latency). ``concurrency``: requests in flight for each kind of work (registration, leases

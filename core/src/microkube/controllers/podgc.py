@@ -30,8 +30,9 @@ class PodGCController:
         context.enqueue(CLUSTER_KEY)
 
     async def reconcile(self, key: str) -> Outcome:
-        if key != CLUSTER_KEY:  # a node changed: one sweep covers every node's pods
-            self.context.enqueue(CLUSTER_KEY)
+        if key != CLUSTER_KEY:  # a node event: only a node that is gone leaves pods to collect
+            if self.nodes.get(key) is None:
+                self.context.enqueue(CLUSTER_KEY)
             return Outcome.done()
         nodes = {n["metadata"]["name"] for n in self.nodes.items()}
         pods = self.pods.items()
