@@ -223,7 +223,13 @@ class BridgeNetwork:
                 index = pod_link["index"]
                 ipr.addr("add", index=index, address=str(ip), prefixlen=self.prefixlen)
                 ipr.link("set", index=index, state="up")
-                ipr.route("add", dst="0.0.0.0/0", gateway=str(self.gateway), oif=index)
+                try:
+                    ipr.route("add", dst="0.0.0.0/0", gateway=str(self.gateway), oif=index)
+                    default_route = True
+                except Exception as exc:  # a second interface: the pod has its default route already
+                    if _netlink_code(exc) != errno.EEXIST:
+                        raise
+                    default_route = False
                 pod_mac = pod_link.get("IFLA_ADDRESS")
         except BaseException as exc:
             if netns_fd >= 0:
@@ -240,7 +246,7 @@ class BridgeNetwork:
                         Interface(host, mac=host_mac or ""),
                         Interface(request.ifname, mac=pod_mac or "", sandbox=request.netns)),
             ips=(IPConfig(f"{ip}/{self.prefixlen}", gateway=str(self.gateway), interface=2),),
-            routes=(Route("0.0.0.0/0", gw=str(self.gateway)),),
+            routes=(Route("0.0.0.0/0", gw=str(self.gateway)),) if default_route else (),
         )
 
     async def add(self, request: AttachmentRequest) -> Result:
@@ -318,10 +324,13 @@ class BridgeNetwork:
             if want not in addresses:
                 raise CNIError(ErrorCode.ATTACHMENT_BROKEN, "address missing in the pod",
                                f"{request.ifname} has {sorted(addresses)}, expected {want}")
+            # The default route: via our gateway when ADD's result says so, else any (a second interface
+            # leaves the pod's existing default route alone).
             gateways = {r.get("RTA_GATEWAY") for r in ipr.get_routes(family=2) if r["dst_len"] == 0}
-            if str(self.gateway) not in gateways:
+            wanted = {r.gw for r in previous.routes if r.dst == "0.0.0.0/0"} if previous is not None else set()
+            if not gateways or not wanted <= gateways:
                 raise CNIError(ErrorCode.ATTACHMENT_BROKEN, "default route missing in the pod",
-                               f"expected a route via {self.gateway}")
+                               f"expected a default route via {sorted(wanted) or 'any gateway'}, found {gateways}")
 
     async def check(self, request: AttachmentRequest, previous: Result | None = None) -> None:
         """CHECK: the allocation, the host veth on the bridge, the pod interface with its address and the
