@@ -21,9 +21,11 @@ class ObjectReader(Protocol):
     """Read access to what the API server stores, for plugins whose decision depends on other objects
     (quota, limits, priority classes)."""
 
-    async def list(self, resource: str, namespace: str = "") -> list[dict[str, Any]]:
+    async def list(self, resource: str, namespace: str = "", *, consistent: bool = True) -> list[dict[str, Any]]:
         """Every stored object of ``resource`` (``plural`` or ``plural.group``, e.g. ``deployments.apps``),
-        of one namespace if given, as of this request (the cache has caught up with the store)."""
+        of one namespace if given: as of this request when ``consistent`` (the cache first catches up
+        with the store), else as the cache holds them now (a few milliseconds behind at most, like an
+        informer's lister, and free)."""
 
 
 @dataclass

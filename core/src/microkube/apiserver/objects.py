@@ -248,9 +248,10 @@ class ObjectStore:
             raise from_error(exc, plural=r.plural, name=obj["metadata"].get("name", ""), group=r.group,
                              kind=r.kind) from None
 
-    async def list(self, resource: str, namespace: str = "") -> list[dict[str, Any]]:
-        """The admission ObjectReader: current objects from the watch cache, once it caught up."""
-        await self.cache.sync()
+    async def list(self, resource: str, namespace: str = "", *, consistent: bool = True) -> list[dict[str, Any]]:
+        """The admission ObjectReader: objects from the watch cache (caught up first when consistent)."""
+        if consistent:
+            await self.cache.sync()
         entries = self.cache.cache_for(f"/registry/{resource}/").entries.values()
         return [entry.obj() for entry in entries if not namespace or entry.namespace == namespace]
 

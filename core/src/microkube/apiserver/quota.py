@@ -449,7 +449,9 @@ class ResourceQuotaAdmission:
             raise errors.Forbidden("ResourceQuota admission needs an API server that offers its objects to "
                                    "admission plugins (AdmissionRequest.reader)")
         namespace = request.namespace
-        quotas = sorted(await reader.list("resourcequotas", namespace),
+        # quotas as the cache holds them (as kube-apiserver's informer-fed quota lister): no wait on the
+        # common path of a namespace without quotas; usage below is read consistently
+        quotas = sorted(await reader.list("resourcequotas", namespace, consistent=False),
                         key=lambda q: str(q["metadata"].get("name", "")))
         interesting = [q for q in quotas if any(resource_of(k) == resource for k in quota_keys(q))
                        and matches_scopes(q, resource, obj)]
