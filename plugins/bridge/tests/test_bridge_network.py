@@ -6,6 +6,7 @@ removes all of them afterwards; nothing else on the host is touched (``net.ipv4.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import itertools
 import json
@@ -307,3 +308,14 @@ def test_plugin_registers_the_bridge_network() -> None:
     registration = registrar.networks.get("bridge")
     assert registration.versions == ("1.1",) and registration.plugin == "bridge"
     assert shutil.which("nsenter")
+
+
+async def test_concurrent_adds_get_distinct_addresses(node: Node) -> None:
+    network = node.network()
+    paths = [await node.netns(f"c{i}") for i in range(10)]
+    results = await asyncio.gather(*(network.add(req(f"c{i}", path)) for i, path in enumerate(paths)))
+    addresses = [r.addresses()[0] for r in results]
+    assert len(set(addresses)) == 10
+    assert len(our_veths(node.bridge)) == 10
+    await asyncio.gather(*(network.delete(req(f"c{i}", path)) for i, path in enumerate(paths)))
+    assert our_veths(node.bridge) == [] and network.ipam.allocations() == {}
