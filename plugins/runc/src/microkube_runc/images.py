@@ -440,12 +440,15 @@ class ImageStore:
         image (or supplies the repository for a tag-only ``ref.name``). An image without any name is
         refused with Invalid.
         """
-        with tarfile.open(path, "r:*") as archive:
-            members = {_member_name(m.name): m for m in archive.getmembers()}
-            if "index.json" in members:
-                return self._import_oci(archive, members, reference, str(path))
-            if "manifest.json" in members:
-                return self._import_docker(archive, members, reference, str(path))
+        try:
+            with tarfile.open(path, "r:*") as archive:
+                members = {_member_name(m.name): m for m in archive.getmembers()}
+                if "index.json" in members:
+                    return self._import_oci(archive, members, reference, str(path))
+                if "manifest.json" in members:
+                    return self._import_docker(archive, members, reference, str(path))
+        except (ValueError, KeyError, TypeError, tarfile.TarError) as exc:
+            raise Invalid.field("archive", f"{path}: malformed image archive: {type(exc).__name__}: {exc}") from exc
         raise Invalid.field("archive", f"{path}: neither an OCI image layout (index.json) nor a docker save "
                             "archive (manifest.json)")
 
