@@ -58,6 +58,10 @@ def _credentials(auth: cri.AuthConfig | None) -> tuple[str, str] | None:
     return None
 
 
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 class RegistryClient:
     """An async client for OCI distribution registries. Use as ``async with RegistryClient() as c``."""
 
@@ -132,7 +136,7 @@ class RegistryClient:
         if scheme == "basic":
             if credentials is None:
                 raise Unauthenticated(f"registry {ref.registry} needs credentials (Basic) for {ref.repository}")
-            return aiohttp.BasicAuth(*credentials).encode()
+            return _basic(*credentials)
         if scheme != "bearer" or "realm" not in params:
             raise Unsupported(f"registry {ref.registry}: unsupported authentication challenge {challenge!r}")
         if auth is not None and auth.identity_token:
@@ -141,9 +145,9 @@ class RegistryClient:
         query = {"scope": params.get("scope") or scope}
         if params.get("service"):
             query["service"] = params["service"]
-        basic = aiohttp.BasicAuth(*credentials) if credentials is not None else None
+        headers = {"Authorization": _basic(*credentials)} if credentials is not None else {}
         try:
-            async with self.session.get(params["realm"], params=query, auth=basic) as response:
+            async with self.session.get(params["realm"], params=query, headers=headers) as response:
                 if response.status in (401, 403):
                     raise Unauthenticated(f"token service {params['realm']} of registry {ref.registry} refused "
                                           f"the credentials (HTTP {response.status})")
