@@ -81,7 +81,9 @@ async def available(client: Client, names: list[str]) -> int:
 
 async def run(nodes: int, deployments: int, replicas: int, figure: str, lease_interval: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp), components=True).start(timeout=120)
+        # a /24 per node: 5,000 nodes need more than the default /16
+        server = ServerProcess(Path(tmp), components=True, extra_args=["--cluster-cidr", "10.128.0.0/11"]).start(
+            timeout=120)
         simulator = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measurement
             [sys.executable, "-m", "microkube.cli", "simulate", "--kubeconfig", str(server.kubeconfig), "--nodes",
              str(nodes), "--lease-interval", str(lease_interval)], stdout=subprocess.DEVNULL,

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     def grace_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--node-monitor-grace-period", type=_positive_seconds, default=None, metavar="SECONDS",
                          help="how long a node may stay silent before it is NotReady (default 40)")
+        sub.add_argument("--cluster-cidr", type=_network, default=None, metavar="CIDR",
+                         help="pod addresses, a /24 per node (default 10.244.0.0/16: 256 nodes)")
 
     server_options(commands.add_parser(
         "server", help="run the control plane: API server and store, controller manager and scheduler"))
@@ -151,6 +153,13 @@ def _non_negative(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
     return number
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a network in CIDR notation ({exc})") from None
 
 
 def _positive_seconds(value: str) -> float:
@@ -284,8 +293,11 @@ async def _controller_manager(args: argparse.Namespace) -> int:
     client = _client_for(args, "microkube-controller-manager")
     try:
         plugins = Plugins(autoload=False if args.no_autoload else None)
-        options = {} if args.node_monitor_grace_period is None else {
-            "node_monitor_grace_period": args.node_monitor_grace_period}
+        options: dict[str, Any] = {}
+        if args.node_monitor_grace_period is not None:
+            options["node_monitor_grace_period"] = args.node_monitor_grace_period
+        if args.cluster_cidr is not None:
+            options["cluster_cidr"] = args.cluster_cidr
         registrations = plugins.controllers(ServerSettings(data_dir=str(args.kubeconfig.parent), options=options))
         disabled = [name.strip() for name in args.disable.split(",") if name.strip()]
         manager = ControllerManager(client, registrations, disabled=disabled)
@@ -417,7 +429,8 @@ def _components(args: argparse.Namespace, kubeconfig: Path) -> dict[str, list[st
     if not args.no_controller_manager:
         grace = [] if args.node_monitor_grace_period is None else [
             "--node-monitor-grace-period", str(args.node_monitor_grace_period)]
-        components["controller-manager"] = [*base, "controller-manager", *common, *autoload, *grace]
+        cidr = [] if args.cluster_cidr is None else ["--cluster-cidr", args.cluster_cidr]
+        components["controller-manager"] = [*base, "controller-manager", *common, *autoload, *grace, *cidr]
     if not args.no_scheduler:
         components["scheduler"] = [*base, "scheduler", *common, *autoload]
     if args.simulate_nodes:

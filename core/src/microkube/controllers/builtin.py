@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from microkube.controllers.cronjob import CRONJOBS, CronJobController
 from microkube.controllers.daemonset import DAEMONSETS, NODES, DaemonSetController
@@ -10,7 +10,7 @@ from microkube.controllers.deployment import DEPLOYMENTS, DeploymentController
 from microkube.controllers.disruption import PDBS, DisruptionController
 from microkube.controllers.endpoints import SERVICES, EndpointsController
 from microkube.controllers.job import JOBS, JobController
-from microkube.controllers.nodeipam import NodeIpamController
+from microkube.controllers.nodeipam import CLUSTER_CIDR, NodeIpamController
 from microkube.controllers.nodelifecycle import node_lifecycle_controller
 from microkube.controllers.podgc import PodGCController
 from microkube.controllers.replicaset import PODS, REPLICASETS, REPLICATIONCONTROLLERS, ReplicaSetController
@@ -30,6 +30,12 @@ def _replicationcontrollers(context: ControllerContext) -> Reconciler:
     return ReplicaSetController(context, REPLICATIONCONTROLLERS)
 
 
+def _node_ipam(cluster_cidr: str) -> Callable[[ControllerContext], Reconciler]:
+    def build(context: ControllerContext) -> Reconciler:
+        return NodeIpamController(context, cluster_cidr)
+    return build
+
+
 @hookimpl
 def microkube_plugin_info() -> PluginInfo:
     return PluginInfo(name="builtin-controllers", interfaces={"controllers": ("v1",)})
@@ -45,7 +51,8 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("cronjob", CRONJOBS, CronJobController, owns=(JOBS,)),
         ControllerRegistration("statefulset", STATEFULSETS, StatefulSetController, owns=(PODS, REVISIONS)),
         ControllerRegistration("daemonset", DAEMONSETS, DaemonSetController, owns=(PODS,)),
-        ControllerRegistration("nodeipam", NODES, NodeIpamController, workers=1),
+        ControllerRegistration("nodeipam", NODES, _node_ipam(str(settings.options.get("cluster_cidr", CLUSTER_CIDR))),
+                               workers=1),
         ControllerRegistration("nodelifecycle", NODES, node_lifecycle_controller(settings.options)),
         ControllerRegistration("disruption", PDBS, DisruptionController),
         ControllerRegistration("podgc", NODES, PodGCController, workers=1),
