@@ -706,3 +706,20 @@ async def test_pod_gc_removes_pods_of_deleted_nodes_and_excess_terminated(cluste
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
+
+
+async def test_informers_drop_managed_fields_and_updates_keep_them(cluster: tuple[object, Client]) -> None:
+    _, client = cluster
+    await client.create(CONFIGMAPS, {"metadata": {"name": "owned"}, "data": {"a": "1"}}, "default",
+                        field_manager="creator")
+    informer = Informer(client, CONFIGMAPS, namespace="default")
+    task = asyncio.create_task(informer.run())
+    await asyncio.wait_for(informer.synced.wait(), 10)
+    cached = informer.get("default/owned")
+    assert cached is not None and "managedFields" not in cached["metadata"]
+    cached["data"]["b"] = "2"
+    updated = await client.update(CONFIGMAPS, cached, field_manager="updater")
+    assert {m["manager"] for m in updated["metadata"]["managedFields"]} == {"creator", "updater"}
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -94,6 +94,10 @@ class Informer:
                 index.setdefault(value, set()).add(key)
 
     def _apply(self, event: str, obj: Object) -> None:
+        # as client-go's informers in kube-scheduler and kube-controller-manager: managedFields are
+        # never read from a cache and are a third of a pod; an update sent back without them keeps
+        # the stored ones
+        (obj.get("metadata") or {}).pop("managedFields", None)
         key = object_key(obj)
         old = self.objects.get(key)
         if event == "DELETED":
