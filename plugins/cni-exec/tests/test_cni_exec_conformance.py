@@ -8,9 +8,9 @@ cleanup test checks no per-pod interface is left.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,10 @@ _counter = itertools.count()
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
 
 
-def conflist(n: int, tmp: Path, **bridge: Any) -> dict[str, Any]:
+def conflist(n: int, tmp: Path, version: str = "1.0.0", **bridge: Any) -> dict[str, Any]:
     subnet = f"10.98.{(_WORKER * 64 + n) % 256}.0/24"
     return {
-        "cniVersion": "1.0.0",
+        "cniVersion": version,
         "name": f"mkcni{os.getpid() % 100000}x{n}",
         "plugins": [
             {"type": "bridge", "bridge": f"mkx{os.getpid() % 100000}{n}"[:15], "isGateway": True, "ipMasq": False,
@@ -48,6 +48,12 @@ def conflist(n: int, tmp: Path, **bridge: Any) -> dict[str, Any]:
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
         ],
     }
+
+
+async def delete_bridge(name: str) -> None:
+    proc = await asyncio.create_subprocess_exec("ip", "link", "del", name, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    await proc.wait()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -66,7 +72,7 @@ class TestCNIExecConformance(CNIConformance):
         try:
             yield network
         finally:
-            subprocess.run(["ip", "link", "del", config["plugins"][0]["bridge"]], capture_output=True, check=False)
+            await delete_bridge(config["plugins"][0]["bridge"])
 
     @pytest.fixture
     def capabilities(self) -> CNICapabilities:
@@ -88,3 +94,16 @@ class TestCNIExecConformance(CNIConformance):
             {"conflist": {**good, "cniVersion": "one"}},
             {"conflist": {**good, "plugins": [{"type": "bridge", "runtimeConfig": {}}]}},
         )
+
+
+class TestCNIExecConformanceList11(TestCNIExecConformance):
+    """The same network written as a 1.1.0 list: cni-exec runs the 1.0.0 reference plugins at 1.0.0."""
+
+    @pytest.fixture
+    async def cni_plugin(self, tmp_path: Path) -> AsyncIterator[CNIPlugin]:
+        config = conflist(next(_counter), tmp_path, version="1.1.0")
+        network = CNIExec.from_options({"conflist": config, "binDir": BIN_DIR, "cacheDir": str(tmp_path / "cache")})
+        try:
+            yield network
+        finally:
+            await delete_bridge(config["plugins"][0]["bridge"])
