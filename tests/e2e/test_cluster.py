@@ -232,3 +232,17 @@ def test_logs_and_exec_on_a_simulated_pod_answer_with_a_simulated_response(k: Ku
     assert failed.returncode != 0
     assert "cannot be port-forwarded" in failed.stderr
     k("delete", "pod", "sim", "--wait=true", "--timeout=30s")
+
+
+def test_a_stuck_rollout_exceeds_its_progress_deadline(k: Kubectl) -> None:
+    apply(k, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "stuck", "namespace": "default"},
+              "spec": {"replicas": 2, "progressDeadlineSeconds": 2, "selector": {"matchLabels": {"app": "stuck"}},
+                       "template": {"metadata": {"labels": {"app": "stuck"}}, "spec": {
+                           "nodeSelector": {"no-such-label": "anywhere"},
+                           "containers": [{"name": "c", "image": "stuck"}]}}}})
+    failed = k.run("rollout", "status", "deployment/stuck", "--timeout=60s", check=False)
+    assert failed.returncode != 0
+    assert 'deployment "stuck" exceeded its progress deadline' in failed.stderr
+    conditions = {c["type"]: c for c in k.json("get", "deployment", "stuck")["status"]["conditions"]}
+    assert conditions["Progressing"]["reason"] == "ProgressDeadlineExceeded"
+    k("delete", "deployment", "stuck")

@@ -19,7 +19,7 @@ import orjson
 from microkube.client import Resource
 from microkube.controllers.manager import CONTROLLER_UID
 from microkube.controllers.replicaset import REPLICASETS
-from microkube.timestamps import format_time, utcnow
+from microkube.timestamps import format_time, parse_time, utcnow
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import ControllerContext, Outcome, ResourceRef
 
@@ -112,8 +112,8 @@ class DeploymentController:
         else:
             await self._rolling(deployment, new, old, replicas)
         await self._cleanup(deployment, old)
-        await self._write_status(deployment, new, old)
-        return Outcome.done()
+        deadline_in = await self._write_status(deployment, new, old)
+        return Outcome.after(deadline_in) if deadline_in is not None else Outcome.done()
 
     # -- revisions -------------------------------------------------------------------------------
 
@@ -232,7 +232,8 @@ class DeploymentController:
     # -- status ----------------------------------------------------------------------------------
 
     async def _write_status(self, deployment: dict[str, Any], new: dict[str, Any] | None,
-                            old: list[dict[str, Any]]) -> None:
+                            old: list[dict[str, Any]]) -> float | None:
+        """Write the status; returns the seconds left before the progress deadline, if it is running."""
         spec = deployment.get("spec") or {}
         replicas = int(spec.get("replicas", 1))
         sets = [rs for rs in [new, *old] if rs is not None]
@@ -259,13 +260,13 @@ class DeploymentController:
         conditions = {c.get("type"): c for c in current.get("conditions") or []}
         now = format_time(utcnow())
 
-        def condition(kind: str, value: bool, reason: str, message: str) -> None:
+        def condition(kind: str, value: bool, reason: str, message: str, progressed: bool = False) -> None:
             previous = conditions.get(kind) or {}
             state = "True" if value else "False"
             changed = previous.get("status") != state
             conditions[kind] = {"type": kind, "status": state, "reason": reason, "message": message,
-                                "lastUpdateTime": now if changed or previous.get("reason") != reason
-                                else previous.get("lastUpdateTime", now),
+                                "lastUpdateTime": now if changed or progressed or previous.get("reason") != reason
+                                or previous.get("message") != message else previous.get("lastUpdateTime", now),
                                 "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now)}
 
         minimum = available >= replicas - max_unavailable
@@ -274,19 +275,21 @@ class DeploymentController:
                   "Deployment does not have minimum availability.")
         name = (new or {}).get("metadata", {}).get("name", "")
         complete = new is not None and updated == replicas and status["replicas"] == replicas and available >= replicas
+        deadline_in: float | None = None
         if spec.get("paused"):
             condition("Progressing", True, "DeploymentPaused", "Deployment is paused")
         elif complete:
             condition("Progressing", True, "NewReplicaSetAvailable",
                       f'ReplicaSet "{name}" has successfully progressed.')
         else:
-            condition("Progressing", True, "ReplicaSetUpdated", f'ReplicaSet "{name}" is progressing.')
+            deadline_in = self._progress(spec, current, status, conditions.get("Progressing"), name, condition)
         status["conditions"] = [conditions[k] for k in ("Available", "Progressing")]
         comparable = {k: v for k, v in current.items() if k != "conditions"}
         wanted = {k: v for k, v in status.items() if k != "conditions"}
-        if comparable == wanted and [(c["type"], c["status"], c["reason"]) for c in current.get("conditions") or []] \
-                == [(c["type"], c["status"], c["reason"]) for c in status["conditions"]]:
-            return
+        if comparable == wanted and [(c["type"], c["status"], c["reason"], c.get("lastUpdateTime"))
+                                     for c in current.get("conditions") or []] \
+                == [(c["type"], c["status"], c["reason"], c.get("lastUpdateTime")) for c in status["conditions"]]:
+            return deadline_in
         revision = str(_revision(new)) if new is not None else None
         try:
             if revision and (deployment["metadata"].get("annotations") or {}).get(REVISION) != revision:
@@ -297,4 +300,36 @@ class DeploymentController:
                                     deployment["metadata"]["namespace"], subresource="status",
                                     field_manager=MANAGER)
         except errors.NotFound:
-            return
+            return None
+        return deadline_in
+
+    @staticmethod
+    def _progress(spec: dict[str, Any], current: dict[str, Any], status: dict[str, Any],
+                  previous: dict[str, Any] | None, name: str, condition: Any) -> float | None:
+        """Kubernetes' progress deadline: a rollout that makes no progress (no more updated, ready or
+        available replicas, no fewer old ones) for progressDeadlineSeconds (600 by default) gets
+        Progressing=False, ProgressDeadlineExceeded — what makes `kubectl rollout status` fail."""
+        message = f'ReplicaSet "{name}" is progressing.'
+        deadline = int(spec.get("progressDeadlineSeconds", 600))
+        progressed = (
+            status["updatedReplicas"] > int(current.get("updatedReplicas", 0))
+            or status["readyReplicas"] > int(current.get("readyReplicas", 0))
+            or status["availableReplicas"] > int(current.get("availableReplicas", 0))
+            or status["replicas"] < int(current.get("replicas", 0))
+        )
+        if previous is None or progressed or previous.get("reason") not in ("ReplicaSetUpdated",
+                                                                             "ProgressDeadlineExceeded") \
+                or f'"{name}"' not in str(previous.get("message", "")):
+            condition("Progressing", True, "ReplicaSetUpdated", message, progressed=True)
+            return float(deadline)
+        timed_out = f'ReplicaSet "{name}" has timed out progressing.'
+        if previous.get("reason") == "ProgressDeadlineExceeded":
+            condition("Progressing", False, "ProgressDeadlineExceeded", timed_out)
+            return None
+        since = parse_time(previous.get("lastUpdateTime"))
+        left = deadline - (utcnow() - since).total_seconds() if since is not None else float(deadline)
+        if left <= 0:
+            condition("Progressing", False, "ProgressDeadlineExceeded", timed_out)
+            return None
+        condition("Progressing", True, "ReplicaSetUpdated", message)
+        return left + 0.05
