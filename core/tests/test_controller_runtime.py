@@ -723,3 +723,24 @@ async def test_informers_drop_managed_fields_and_updates_keep_them(cluster: tupl
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def test_pod_failure_policy_rules() -> None:
+    from microkube.controllers.job import pod_failure_action
+
+    def failed_pod(code: int, conditions: list[dict[str, str]] | None = None) -> dict[str, object]:
+        return {"metadata": {"name": "p", "namespace": "ns"}, "status": {
+            "phase": "Failed", "conditions": conditions or [],
+            "containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": code}}}]}}
+
+    policy = {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [1, 2]}},
+    ]}
+    action, message = pod_failure_action(policy, failed_pod(42))
+    assert action == "FailJob"
+    assert message == "Container main for pod ns/p failed with exit code 42 matching FailJob rule at index 0"
+    assert pod_failure_action(policy, failed_pod(137, [{"type": "DisruptionTarget", "status": "True"}]))[0] == "Ignore"
+    assert pod_failure_action(policy, failed_pod(1))[0] == "Count"  # no rule matches: counted
+    assert pod_failure_action(None, failed_pod(42))[0] == "Count"

@@ -246,3 +246,17 @@ def test_a_stuck_rollout_exceeds_its_progress_deadline(k: Kubectl) -> None:
     conditions = {c["type"]: c for c in k.json("get", "deployment", "stuck")["status"]["conditions"]}
     assert conditions["Progressing"]["reason"] == "ProgressDeadlineExceeded"
     k("delete", "deployment", "stuck")
+
+
+def test_a_pod_failure_policy_fails_the_job_at_once(k: Kubectl) -> None:
+    apply(k, {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "policy", "namespace": "default"},
+              "spec": {"backoffLimit": 6, "podFailurePolicy": {"rules": [
+                  {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}}]},
+                  "template": {"metadata": {"annotations": {"microkube.io/simulate-duration": "0.2",
+                                                            "microkube.io/simulate-exit-code": "42"}},
+                               "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "x"}]}}}})
+    k("wait", "--for=condition=Failed", "job/policy", "--timeout=60s")
+    conditions = {c["type"]: c for c in k.json("get", "job", "policy")["status"]["conditions"]}
+    assert conditions["Failed"]["reason"] == "PodFailurePolicy"
+    assert "failed with exit code 42 matching FailJob rule at index 0" in conditions["Failed"]["message"]
+    k("delete", "job", "policy")

@@ -1,6 +1,8 @@
 """The Job controller: run pods until ``completions`` succeed, at most ``parallelism`` at once.
 
 Covers NonIndexed and Indexed completion modes, ``backoffLimit`` (counted in failed pods),
+``podFailurePolicy`` (FailJob, Ignore and Count on exit codes and pod conditions; FailIndex counts, as
+``backoffLimitPerIndex`` is not implemented),
 ``activeDeadlineSeconds``, ``suspend``, ``ttlSecondsAfterFinished``, and the status and conditions
 ``kubectl wait --for=condition=complete`` reads. Pods are found through their controller
 ownerReference; expectations keep a lagging pod cache from doubling a decision.
@@ -28,6 +30,43 @@ def finished_condition(job: dict[str, Any]) -> str | None:
         if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
             return str(condition["type"])
     return None
+
+
+def _exit_code_matches(rule: dict[str, Any], pod: dict[str, Any]) -> tuple[str, int] | None:
+    """The first terminated container (by name, if the rule names one) whose exit code the rule selects."""
+    operator, values = rule.get("operator"), {int(v) for v in rule.get("values") or []}
+    status = pod.get("status") or {}
+    for entry in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+        if rule.get("containerName") and entry.get("name") != rule["containerName"]:
+            continue
+        terminated = (entry.get("state") or {}).get("terminated")
+        if not terminated:
+            continue
+        code = int(terminated.get("exitCode", 0))
+        if (operator == "In" and code in values) or (operator == "NotIn" and code != 0 and code not in values):
+            return str(entry.get("name", "")), code
+    return None
+
+
+def pod_failure_action(policy: dict[str, Any] | None, pod: dict[str, Any]) -> tuple[str, str]:
+    """What Kubernetes' podFailurePolicy says about a failed pod: the action of the first matching rule
+    (FailJob, Ignore, Count, FailIndex) and a message; Count when no rule matches."""
+    meta = pod.get("metadata") or {}
+    where = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    for index, rule in enumerate((policy or {}).get("rules") or []):
+        action = str(rule.get("action", "Count"))
+        if rule.get("onExitCodes"):
+            matched = _exit_code_matches(rule["onExitCodes"], pod)
+            if matched is not None:
+                return action, (f"Container {matched[0]} for pod {where} failed with exit code {matched[1]} "
+                                f"matching {action} rule at index {index}")
+        for wanted in rule.get("onPodConditions") or []:
+            for condition in (pod.get("status") or {}).get("conditions") or []:
+                if condition.get("type") == wanted.get("type") and \
+                        condition.get("status") == wanted.get("status", "True"):
+                    return action, (f"Pod {where} has condition {wanted.get('type')} matching {action} rule at "
+                                    f"index {index}")
+    return "Count", ""
 
 
 class JobController:
@@ -83,7 +122,12 @@ class JobController:
         else:
             complete = len(succeeded) >= int(completions)
         failure: tuple[str, str] | None = None
-        if len(failed) > int(spec.get("backoffLimit", 6)):
+        verdicts = [(pod, pod_failure_action(spec.get("podFailurePolicy"), pod)) for pod in failed]
+        fail_job = next((message for _, (action, message) in verdicts if action == "FailJob"), None)
+        failed = [pod for pod, (action, _) in verdicts if action != "Ignore"]
+        if fail_job is not None:
+            failure = ("PodFailurePolicy", fail_job)
+        elif len(failed) > int(spec.get("backoffLimit", 6)):
             failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
         deadline = spec.get("activeDeadlineSeconds")
         started = parse_time(status.get("startTime"))
