@@ -13,8 +13,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(("directory", "package", "must_have"), [
-    ("interfaces", "microkube_interfaces", ["py.typed", "conformance/store.py", "hookspecs.py"]),
+    ("interfaces", "microkube_interfaces", ["py.typed", "conformance/store.py", "conformance/cni.py", "hookspecs.py",
+                                            "cni.py", "cri.py", "scheduling.py"]),
     ("core", "microkube", ["py.typed", "apiserver/protobuf_fields.json", "store/sqlite.py", "cli.py"]),
+    ("plugins/bridge", "microkube_bridge", ["py.typed", "plugin.py", "network.py"]),
+    ("plugins/runc", "microkube_runc", ["py.typed", "plugin.py", "images.py"]),
+    ("plugins/cni-exec", "microkube_cni", ["py.typed", "plugin.py", "runtime.py"]),
 ])
 def test_wheel_contents(tmp_path: Path, directory: str, package: str, must_have: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
