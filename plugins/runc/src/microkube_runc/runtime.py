@@ -1,0 +1,993 @@
+"""The runc pack's RuntimeService (cri/v1): pod sandboxes and containers driven by the ``runc`` binary.
+
+State directory layout (``state_dir``)::
+
+    runc/                       runc's own --root (container states)
+    sandboxes/<id>/sandbox.json the sandbox record; hostname, hosts, resolv.conf; pause/ (its bundle)
+    containers/<id>/container.json
+                               the container record; config.json + rootfs/ (its bundle); exit.json once exited
+    netns/<sandbox id>          the sandbox's network namespace, bind-mounted (handed to the pod network)
+
+A sandbox is a "pause" container (``/bin/sleep infinity`` from the busybox image) owning new network,
+IPC and UTS namespaces (its own PID namespace too); workload containers join them by ``/proc/<pause
+pid>/ns/...`` paths. Each pod gets a cgroup ``<cgroup_parent>/pod-<sandbox id>`` (default parent: this
+process's memory cgroup + ``/microkube``), or the sandbox config's ``linux.cgroup_parent``; containers
+are leaves below it; the runtime removes the pod level with the sandbox.
+
+Exit statuses: the process running the runtime makes itself a child subreaper (``PR_SET_CHILD_SUBREAPER``),
+so container init processes, orphaned when ``runc create`` exits, are reparented to it; a watcher per
+container (a pidfd in the event loop) reaps the init, waits for the log pumps to drain and writes
+``exit.json`` (exit code, finish time, OOM). Containers outlive the runtime object (a restarted
+RuntimeService over the same state dir lists and manages them); a container that exits while no process
+watches it is reported with exit code 255 and reason ``Unknown`` unless its zombie's status is readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from microkube_interfaces import cri
+from microkube_interfaces.errors import Invalid, NotFound, Retryable, Unsupported
+from microkube_runc import bundle, cgroups
+from microkube_runc.images import ImageStore
+from microkube_runc.logs import CriLog, pump
+
+DEFAULT_RUNC = "/usr/sbin/runc"
+DEFAULT_PAUSE_IMAGE = "microkube.local/busybox:latest"
+PAUSE_COMMAND = ("/bin/sleep", "infinity")
+
+_PR_SET_CHILD_SUBREAPER = 36
+_MS_BIND = 4096
+_MNT_DETACH = 2
+
+#: pids with a watcher in this process (shared by every RuntimeService instance of the process).
+_WATCHED: set[int] = set()
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def become_subreaper() -> None:
+    if _libc().prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(code)}")
+
+
+def _bind_mount(source: str, target: str) -> None:
+    if _libc().mount(source.encode(), target.encode(), None, _MS_BIND, None) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"bind mount {source} on {target}: {os.strerror(code)}")
+
+
+def _umount(target: str) -> None:
+    _libc().umount2(target.encode(), _MNT_DETACH)
+
+
+def _atomic_write(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _exists(path: Path) -> bool:
+    """A stat of a small local state file (fast enough for the event loop)."""
+    return path.exists()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _proc_state(pid: int) -> tuple[str, int | None, int]:
+    """(state letter or "" when gone, exit status of a zombie or None, start time in ticks)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "", None, 0
+    fields = raw.rsplit(")", 1)[1].split()
+    state = fields[0]
+    start = int(fields[19])
+    status = int(fields[49]) if state == "Z" and len(fields) > 49 else None
+    return state, status, start
+
+
+def reap_orphans() -> int:
+    """Reap zombie children of this process that live in a container's PID namespace.
+
+    As a subreaper this process inherits orphans from containers (an exec whose ``runc exec`` died, a
+    daemon of a container); a PID namespace's init cannot finish exiting while any of its processes
+    is an unreaped zombie. Processes this process forked itself (runc, in the host PID namespace) and
+    the container inits a watcher owns are left alone. Returns the number reaped.
+    """
+    me = str(os.getpid())
+    reaped = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = Path(entry.path, "stat").read_text()
+            fields = raw.rsplit(")", 1)[1].split()
+            if fields[0] != "Z" or fields[1] != me or int(entry.name) in _WATCHED:
+                continue
+            nspid = next(line for line in Path(entry.path, "status").read_text().splitlines()
+                         if line.startswith("NSpid:"))
+        except (OSError, StopIteration, IndexError):
+            continue
+        if len(nspid.split()) > 2:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry.name), os.WNOHANG)
+                reaped += 1
+    return reaped
+
+
+def _decode_status(status: int) -> int:
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return 255
+
+
+def _mount_dict(mount: cri.Mount) -> dict[str, Any]:
+    return {"container_path": mount.container_path, "host_path": mount.host_path, "readonly": mount.readonly,
+            "selinux_relabel": mount.selinux_relabel, "propagation": int(mount.propagation)}
+
+
+def _resources_from(data: dict[str, Any] | None) -> cri.LinuxContainerResources | None:
+    if not data:
+        return None
+    return cri.LinuxContainerResources(**data)
+
+
+class RuncError(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class _Stream:
+    """A ``runc exec`` with pipes: the ContainerStream handle."""
+
+    process: asyncio.subprocess.Process
+    stdin_open: bool
+    pid_file: Path
+
+    async def write_stdin(self, data: bytes) -> None:
+        if not self.stdin_open or self.process.stdin is None:
+            raise Unsupported("exec was opened without stdin")
+        self.process.stdin.write(data)
+        await self.process.stdin.drain()
+
+    async def close_stdin(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+            with contextlib.suppress(OSError, BrokenPipeError, ConnectionResetError):
+                await self.process.stdin.wait_closed()
+
+    async def read_stdout(self, n: int = 65536) -> bytes:
+        assert self.process.stdout is not None
+        return await self.process.stdout.read(n)
+
+    async def read_stderr(self, n: int = 65536) -> bytes:
+        assert self.process.stderr is not None
+        return await self.process.stderr.read(n)
+
+    async def resize(self, width: int, height: int) -> None:
+        return None
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            await _stop_exec(self.process, self.pid_file)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def _kill_exec(pid_file: Path) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+
+
+async def _stop_exec(process: asyncio.subprocess.Process, pid_file: Path) -> None:
+    """Kill an exec'd process and let its ``runc exec`` reap it (else it would become our zombie)."""
+    await asyncio.to_thread(_kill_exec, pid_file)
+    try:
+        await asyncio.wait_for(process.wait(), 5)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+    await asyncio.to_thread(reap_orphans)
+
+
+class RuncRuntime:
+    """cri.RuntimeService on runc. One instance per node agent; state survives in ``state_dir``."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], images: ImageStore, *, runc: str = DEFAULT_RUNC,
+                 cgroup_parent: str | None = None, pause_image: str = DEFAULT_PAUSE_IMAGE) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.images = images
+        self.runc = runc
+        self.cgroup_parent = cgroup_parent if cgroup_parent is not None else cgroups.default_parent()
+        self.pause_image = pause_image
+        self.runc_root = self.state_dir / "runc"
+        for sub in ("runc", "sandboxes", "containers", "netns"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        become_subreaper()
+        self._logs: dict[str, CriLog] = {}
+        self._pumps: dict[str, list[asyncio.Task[None]]] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._cpu_samples: dict[str, tuple[int, int]] = {}
+        self._adopted = False
+        self._lock = asyncio.Lock()
+
+    # --- records ------------------------------------------------------------------------------
+
+    def _sandbox_dir(self, sid: str) -> Path:
+        return self.state_dir / "sandboxes" / sid
+
+    def _container_dir(self, cid: str) -> Path:
+        return self.state_dir / "containers" / cid
+
+    def _sandbox(self, sid: str) -> dict[str, Any]:
+        record = _read_json(self._sandbox_dir(sid) / "sandbox.json") if sid and "/" not in sid else None
+        if record is None:
+            raise NotFound(f"pod sandbox {sid!r} not found")
+        return record
+
+    def _container(self, cid: str) -> dict[str, Any]:
+        record = _read_json(self._container_dir(cid) / "container.json") if cid and "/" not in cid else None
+        if record is None:
+            raise NotFound(f"container {cid!r} not found")
+        return record
+
+    def _save_sandbox(self, record: dict[str, Any]) -> None:
+        _atomic_write(self._sandbox_dir(record["id"]) / "sandbox.json", record)
+
+    def _save_container(self, record: dict[str, Any]) -> None:
+        _atomic_write(self._container_dir(record["id"]) / "container.json", record)
+
+    def _sandbox_ids(self) -> list[str]:
+        root = self.state_dir / "sandboxes"
+        return sorted(p.name for p in root.iterdir() if (p / "sandbox.json").exists())
+
+    def _container_ids(self) -> list[str]:
+        root = self.state_dir / "containers"
+        return sorted(p.name for p in root.iterdir() if (p / "container.json").exists())
+
+    # --- runc ---------------------------------------------------------------------------------
+
+    async def _runc(self, *args: str, check: bool = True, stdin: bytes | None = None,
+                    stdout: int | None = None, stderr: int | None = None) -> tuple[int, bytes, bytes]:
+        process = await asyncio.create_subprocess_exec(
+            self.runc, "--root", str(self.runc_root), *args,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
+            stderr=stderr if stderr is not None else asyncio.subprocess.PIPE)
+        out, err = await process.communicate(stdin)
+        code = process.returncode if process.returncode is not None else -1
+        if check and code != 0:
+            message = (err or out or b"").decode(errors="replace").strip()
+            raise RuncError(f"runc {args[0]} failed ({code}): {message}")
+        return code, out or b"", err or b""
+
+    async def _runc_state(self, cid: str) -> dict[str, Any] | None:
+        code, out, _ = await self._runc("state", cid, check=False)
+        if code != 0:
+            return None
+        with contextlib.suppress(ValueError):
+            data = json.loads(out)
+            if isinstance(data, dict):
+                return data
+        return None
+
+    async def _delete(self, cid: str) -> None:
+        await self._runc("delete", "--force", cid, check=False)
+
+    # --- watchers -----------------------------------------------------------------------------
+
+    def _watch(self, key: str, pid: int, exit_file: Path, cgroup_path: str, pumps: list[asyncio.Task[None]],
+               start_ticks: int = 0, log: CriLog | None = None) -> None:
+        """Reap ``pid`` (our child via the subreaper, or anyone's) and write ``exit_file``."""
+        if pid in _WATCHED or exit_file.exists():
+            return
+        _WATCHED.add(pid)
+        self._watchers[key] = asyncio.get_running_loop().create_task(
+            self._watcher(pid, exit_file, cgroup_path, pumps, start_ticks, log), name=f"runc-watch-{key[:12]}")
+
+    async def _watcher(self, pid: int, exit_file: Path, cgroup_path: str, pumps: list[asyncio.Task[None]],
+                       start_ticks: int, log: CriLog | None) -> None:
+        loop = asyncio.get_running_loop()
+        code: int | None = None
+        try:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                pidfd = -1
+            if pidfd >= 0:
+                exited = asyncio.Event()
+                loop.add_reader(pidfd, exited.set)
+                try:
+                    await exited.wait()
+                finally:
+                    loop.remove_reader(pidfd)
+                    os.close(pidfd)
+            finished = time.time_ns()
+            try:
+                reaped, status = os.waitpid(pid, 0)  # noqa: ASYNC222 (the pidfd said it exited)
+                if reaped == pid:
+                    code = _decode_status(status)
+            except ChildProcessError:
+                _, zombie_status, ticks = _proc_state(pid)
+                if zombie_status is not None and (not start_ticks or ticks == start_ticks):
+                    code = _decode_status(zombie_status)
+            if pumps:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*pumps, return_exceptions=True), 5)
+                if log is not None and all(p.done() for p in pumps):
+                    log.close()
+            oom = bool(cgroup_path) and cgroups.oom_recorded(cgroup_path)
+            failcnt = cgroups.memory_failcnt(cgroup_path) if cgroup_path else 0
+            if exit_file.parent.exists():
+                _atomic_write(exit_file, {"exit_code": 255 if code is None else code, "finished_at": finished,
+                                          "oom": oom or (code == 137 and failcnt > 0), "known": code is not None})
+        finally:
+            _WATCHED.discard(pid)
+
+    async def _adopt(self) -> None:
+        """Watch containers and pause processes of an earlier instance (once per instance)."""
+        if self._adopted:
+            return
+        self._adopted = True
+        for cid in self._container_ids():
+            record = _read_json(self._container_dir(cid) / "container.json")
+            if record and record.get("pid") and not (self._container_dir(cid) / "exit.json").exists():
+                self._watch(cid, record["pid"], self._container_dir(cid) / "exit.json", record["cgroup_path"], [],
+                            record.get("start_ticks", 0))
+        for sid in self._sandbox_ids():
+            record = _read_json(self._sandbox_dir(sid) / "sandbox.json")
+            if record and record.get("pause_pid"):
+                self._watch("pause-" + sid, record["pause_pid"], self._sandbox_dir(sid) / "pause-exit.json", "", [],
+                            record.get("start_ticks", 0))
+
+    async def _wait_exit(self, exit_file: Path, limit: float) -> bool:
+        deadline = time.monotonic() + limit
+        delay = 0.002
+        polls = 0
+        while not _exists(exit_file):
+            if time.monotonic() >= deadline:
+                return False
+            if polls % 10 == 5:
+                await asyncio.to_thread(reap_orphans)
+            polls += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return True
+
+    # --- RuntimeVersioner / status --------------------------------------------------------------
+
+    async def version(self, api_version: str = cri.VERSION) -> cri.VersionInfo:
+        code, out, _ = await self._runc("--version", check=False)
+        first = out.decode(errors="replace").splitlines()[0] if code == 0 and out else "runc"
+        return cri.VersionInfo(version=cri.VERSION, runtime_name="runc",
+                               runtime_version=first.replace("runc version", "").strip())
+
+    async def status(self, verbose: bool = False) -> cri.RuntimeStatus:
+        ready = os.access(self.runc, os.X_OK)
+        return cri.RuntimeStatus(conditions=(
+            cri.RuntimeCondition(cri.RUNTIME_READY, ready, "" if ready else "RuncMissing",
+                                 "" if ready else f"{self.runc} is not executable"),
+            cri.RuntimeCondition(cri.NETWORK_READY, False, "NetworkPluginNotReady",
+                                 "the runc runtime does not network pods; the node agent's pod network does"),
+        ))
+
+    # --- sandboxes ------------------------------------------------------------------------------
+
+    async def run_pod_sandbox(self, config: cri.PodSandboxConfig, runtime_handler: str = "") -> str:
+        meta = config.metadata
+        if not meta.name or not meta.uid or not meta.namespace:
+            raise Invalid.field("metadata", "name, uid and namespace are required")
+        await self._adopt()
+        await self._ensure_pause_image()
+        sid = uuid.uuid4().hex
+        directory = self._sandbox_dir(sid)
+        directory.mkdir(parents=True)
+        ns_opts = config.linux.security_context.namespace_options
+        pod_cgroup = config.linux.cgroup_parent or os.path.join(self.cgroup_parent, f"pod-{sid}")
+        hostname = config.hostname or meta.name
+        record: dict[str, Any] = {
+            "id": sid, "metadata": dataclasses.asdict(meta), "state": "creating", "created_at": time.time_ns(),
+            "labels": dict(config.labels), "annotations": dict(config.annotations), "hostname": hostname,
+            "log_directory": config.log_directory, "runtime_handler": runtime_handler, "cgroup_path": pod_cgroup,
+            "namespace_options": {"network": int(ns_opts.network), "pid": int(ns_opts.pid), "ipc": int(ns_opts.ipc)},
+            "netns": "", "pause_pid": 0, "pause_id": "pause-" + sid,
+        }
+        self._save_sandbox(record)
+        try:
+            await asyncio.to_thread(self._write_pod_files, directory, config, hostname)
+            pause = directory / "pause"
+            pause.mkdir()
+            await self.images.rootfs(self.pause_image, pause / "rootfs")
+            namespaces: list[dict[str, Any]] = [{"type": "mount"}, {"type": "uts"}]
+            if ns_opts.pid != cri.NamespaceMode.NODE:
+                namespaces.append({"type": "pid"})
+            if ns_opts.ipc != cri.NamespaceMode.NODE:
+                namespaces.append({"type": "ipc"})
+            if ns_opts.network != cri.NamespaceMode.NODE:
+                namespaces.append({"type": "network"})
+            sysctl = dict(config.linux.sysctls)
+            if ns_opts.network == cri.NamespaceMode.NODE:
+                sysctl = {k: v for k, v in sysctl.items() if not k.startswith("net.")}
+            if config.linux.resources is not None and config.linux.resources.memory_limit_in_bytes > 0:
+                cgroups.make_memory(pod_cgroup, config.linux.resources.memory_limit_in_bytes)
+            spec = bundle.spec(
+                args=list(PAUSE_COMMAND), env=[f"PATH={bundle.DEFAULT_PATH}"], cwd="/", uid=0, gid=0,
+                additional_gids=[], hostname=hostname, readonly=True, capabilities=[],
+                mounts=bundle.standard_mounts(cgroup=False), namespaces=namespaces,
+                cgroups_path=os.path.join(pod_cgroup, record["pause_id"]),
+                linux_resources={"cpu": {"shares": 2}}, sysctl=sysctl)
+            (pause / "config.json").write_text(json.dumps(spec))
+            with open(pause / "runc.err", "wb") as err:  # noqa: ASYNC230 (a new local file)
+                code, _, _ = await self._runc("run", "--detach", "--bundle", str(pause), "--pid-file",
+                                              str(pause / "pid"), record["pause_id"], check=False,
+                                              stdout=asyncio.subprocess.DEVNULL, stderr=err.fileno())
+            if code != 0:
+                raise RuncError(f"runc run failed ({code}): {(pause / 'runc.err').read_text(errors='replace')}")
+            pid = int((pause / "pid").read_text().strip())
+            record["pause_pid"] = pid
+            record["start_ticks"] = _proc_state(pid)[2]
+            self._watch("pause-" + sid, pid, directory / "pause-exit.json", "", [], record["start_ticks"])
+            if ns_opts.network != cri.NamespaceMode.NODE:
+                netns = self.state_dir / "netns" / sid
+                netns.touch()
+                _bind_mount(f"/proc/{pid}/ns/net", str(netns))
+                record["netns"] = str(netns)
+            record["state"] = "ready"
+            self._save_sandbox(record)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await self.remove_pod_sandbox(sid)
+            if isinstance(exc, RuncError):
+                raise Retryable(f"run pod sandbox {meta.namespace}/{meta.name}: {exc}") from exc
+            raise
+        return sid
+
+    async def _ensure_pause_image(self) -> None:
+        try:
+            await self.images.resolve(self.pause_image)
+        except NotFound:
+            if self.pause_image != DEFAULT_PAUSE_IMAGE:
+                raise
+            from microkube_runc.busybox import import_busybox
+
+            await import_busybox(self.images)
+
+    @staticmethod
+    def _write_pod_files(directory: Path, config: cri.PodSandboxConfig, hostname: str) -> None:
+        (directory / "hostname").write_text(hostname + "\n")
+        (directory / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                                         f"127.0.1.1\t{hostname}\n")
+        dns = config.dns_config
+        if dns is not None and (dns.servers or dns.searches or dns.options):
+            lines = [f"nameserver {s}" for s in dns.servers]
+            if dns.searches:
+                lines.append("search " + " ".join(dns.searches))
+            if dns.options:
+                lines.append("options " + " ".join(dns.options))
+            (directory / "resolv.conf").write_text("\n".join(lines) + "\n")
+        else:
+            try:
+                shutil.copyfile("/etc/resolv.conf", directory / "resolv.conf")
+            except OSError:
+                (directory / "resolv.conf").write_text("")
+
+    def _sandbox_ready(self, record: dict[str, Any]) -> bool:
+        if record.get("state") != "ready":
+            return False
+        if (self._sandbox_dir(record["id"]) / "pause-exit.json").exists():
+            return False
+        state, _, ticks = _proc_state(record.get("pause_pid", 0))
+        return state not in ("", "Z", "X") and (not record.get("start_ticks") or ticks == record["start_ticks"])
+
+    async def stop_pod_sandbox(self, pod_sandbox_id: str) -> None:
+        try:
+            record = self._sandbox(pod_sandbox_id)
+        except NotFound:
+            return
+        await self._adopt()
+        containers = [c for c in self._container_ids() if self._container_record_or_none(c, pod_sandbox_id)]
+        await asyncio.gather(*(self.stop_container(c, 0) for c in containers))
+        if record.get("state") != "notready":
+            record["state"] = "notready"
+            self._save_sandbox(record)
+        if record.get("pause_pid"):
+            await self._runc("kill", record["pause_id"], "KILL", check=False)
+            exit_file = self._sandbox_dir(pod_sandbox_id) / "pause-exit.json"
+            if record["pause_pid"] in _WATCHED:
+                await self._wait_exit(exit_file, 10)
+
+    def _container_record_or_none(self, cid: str, sandbox_id: str) -> dict[str, Any] | None:
+        record = _read_json(self._container_dir(cid) / "container.json")
+        return record if record is not None and record.get("sandbox_id") == sandbox_id else None
+
+    async def remove_pod_sandbox(self, pod_sandbox_id: str) -> None:
+        try:
+            record = self._sandbox(pod_sandbox_id)
+        except NotFound:
+            return
+        await self.stop_pod_sandbox(pod_sandbox_id)
+        containers = [c for c in self._container_ids() if self._container_record_or_none(c, pod_sandbox_id)]
+        for cid in containers:
+            await self.remove_container(cid)
+        await self._delete(record["pause_id"])
+        directory = self._sandbox_dir(pod_sandbox_id)
+        netns = self.state_dir / "netns" / pod_sandbox_id
+        if netns.exists():
+            _umount(str(netns))
+            netns.unlink(missing_ok=True)
+        await self.images.release_rootfs(directory / "pause" / "rootfs")
+        await asyncio.to_thread(cgroups.remove_tree, record["cgroup_path"])
+        self._watchers.pop("pause-" + pod_sandbox_id, None)
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def pod_sandbox_status(self, pod_sandbox_id: str, verbose: bool = False) -> cri.PodSandboxStatus:
+        record = self._sandbox(pod_sandbox_id)
+        info: dict[str, str] = {}
+        if verbose:
+            info = {"pid": str(record.get("pause_pid", 0)), "netns": record.get("netns", ""),
+                    "cgroup": record["cgroup_path"], "pause": record["pause_id"], "hostname": record["hostname"]}
+        ns = record["namespace_options"]
+        return cri.PodSandboxStatus(
+            id=record["id"], metadata=cri.PodSandboxMetadata(**record["metadata"]),
+            state=cri.PodSandboxState.SANDBOX_READY if self._sandbox_ready(record)
+            else cri.PodSandboxState.SANDBOX_NOTREADY,
+            created_at=record["created_at"],
+            namespace_options=cri.NamespaceOption(network=cri.NamespaceMode(ns["network"]),
+                                                  pid=cri.NamespaceMode(ns["pid"]), ipc=cri.NamespaceMode(ns["ipc"])),
+            labels=record["labels"], annotations=record["annotations"], runtime_handler=record["runtime_handler"],
+            info=info)
+
+    def netns_path(self, pod_sandbox_id: str) -> str:
+        """The sandbox's network namespace file ("" for host-network pods): what CNI gets as CNI_NETNS."""
+        return str(self._sandbox(pod_sandbox_id).get("netns", ""))
+
+    async def list_pod_sandbox(self, filter: cri.PodSandboxFilter | None = None) -> list[cri.PodSandbox]:
+        await self._adopt()
+        found = []
+        for sid in self._sandbox_ids():
+            if filter is not None and filter.id and filter.id != sid:
+                continue
+            try:
+                status = await self.pod_sandbox_status(sid)
+            except NotFound:
+                continue
+            if filter is not None and filter.state is not None and status.state != filter.state:
+                continue
+            if filter is not None and not cri.matches_labels(status.labels, filter.label_selector):
+                continue
+            found.append(cri.PodSandbox(id=sid, metadata=status.metadata, state=status.state,
+                                        created_at=status.created_at, labels=status.labels,
+                                        annotations=status.annotations, runtime_handler=status.runtime_handler))
+        return found
+
+    async def port_forward(self, pod_sandbox_id: str, port: int) -> cri.PortStream:
+        self._sandbox(pod_sandbox_id)
+        raise Unsupported("the runc runtime does not forward ports (supports_port_forward is false)")
+
+    # --- containers -----------------------------------------------------------------------------
+
+    async def create_container(self, pod_sandbox_id: str, config: cri.ContainerConfig,
+                               sandbox_config: cri.PodSandboxConfig) -> str:
+        sandbox = self._sandbox(pod_sandbox_id)
+        if not config.metadata.name:
+            raise Invalid.field("metadata.name", "required")
+        if config.tty:
+            raise Unsupported("tty containers are not supported by the runc runtime (no console socket)")
+        if not self._sandbox_ready(sandbox):
+            raise Invalid(f"pod sandbox {pod_sandbox_id} is not ready")
+        await self._adopt()
+        image = await self.images.resolve(config.image.image)
+        cid = uuid.uuid4().hex
+        directory = self._container_dir(cid)
+        directory.mkdir(parents=True)
+        log_path = ""
+        if config.log_path:
+            log_path = config.log_path if os.path.isabs(config.log_path) else os.path.join(
+                sandbox_config.log_directory or sandbox.get("log_directory") or str(directory), config.log_path)
+        security = config.linux.security_context
+        cgroup_path = os.path.join(sandbox["cgroup_path"], cid)
+        record: dict[str, Any] = {
+            "id": cid, "sandbox_id": pod_sandbox_id, "name": config.metadata.name,
+            "attempt": config.metadata.attempt, "image": config.image.image, "image_ref": image.id,
+            "labels": dict(config.labels), "annotations": dict(config.annotations), "log_path": log_path,
+            "created_at": time.time_ns(), "started_at": 0, "pid": 0, "cgroup_path": cgroup_path,
+            "mounts": [_mount_dict(m) for m in config.mounts],
+            "resources": dataclasses.asdict(config.linux.resources), "state": "creating",
+        }
+        self._save_container(record)
+        log: CriLog | None = None
+        fds: list[int] = []
+        try:
+            rootfs = (await self.images.rootfs(config.image.image, directory / "rootfs")).path
+            spec = await asyncio.to_thread(self._container_spec, sandbox, config, image.runtime_config, rootfs,
+                                           cgroup_path, security)
+            (directory / "config.json").write_text(json.dumps(spec))
+            log = CriLog(log_path)
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            fds = [out_r, out_w, err_r, err_w]
+            try:
+                await self._runc("create", "--bundle", str(directory), "--pid-file", str(directory / "pid"), cid,
+                                 stdout=out_w, stderr=err_w)
+            except RuncError:
+                os.close(out_w)
+                os.close(err_w)
+                fds = [out_r, err_r]
+                os.set_blocking(err_r, False)
+                detail = ""
+                with contextlib.suppress(OSError):
+                    detail = os.read(err_r, 65536).decode(errors="replace").strip()
+                raise RuncError(f"runc create failed: {detail}") from None
+            os.close(out_w)
+            os.close(err_w)
+            fds = []
+            pumps = [asyncio.get_running_loop().create_task(pump(out_r, "stdout", log)),
+                     asyncio.get_running_loop().create_task(pump(err_r, "stderr", log))]
+            self._logs[cid] = log
+            self._pumps[cid] = pumps
+            pid = int((directory / "pid").read_text().strip())
+            record.update(pid=pid, start_ticks=_proc_state(pid)[2], state="created")
+            self._save_container(record)
+            self._watch(cid, pid, directory / "exit.json", cgroup_path, pumps, record["start_ticks"], log)
+        except BaseException as exc:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if log is not None:
+                log.close()
+            with contextlib.suppress(Exception):
+                await self.remove_container(cid)
+            if isinstance(exc, RuncError):
+                raise Invalid(f"create container {config.metadata.name}: {exc}") from exc
+            raise
+        return cid
+
+    def _container_spec(self, sandbox: dict[str, Any], config: cri.ContainerConfig, image: dict[str, Any],
+                        rootfs: Path, cgroup_path: str,
+                        security: cri.LinuxContainerSecurityContext) -> dict[str, Any]:
+        args = bundle.process_args(config, image)
+        uid, gid, extra_gids = bundle.lookup_user(rootfs, str(image.get("User") or ""))
+        if security.run_as_username:
+            uid, gid, extra_gids = bundle.lookup_user(rootfs, security.run_as_username)
+        if security.run_as_user is not None:
+            uid = security.run_as_user
+        if security.run_as_group is not None:
+            gid = security.run_as_group
+        gids = sorted(set(extra_gids) | set(security.supplemental_groups))
+        env = bundle.merge_env(list(image.get("Env") or []), config.envs, {"HOSTNAME": sandbox["hostname"]})
+        mounts = bundle.standard_mounts(privileged=security.privileged)
+        directory = self._sandbox_dir(sandbox["id"])
+        destinations = {m.container_path for m in config.mounts}
+        for name in ("hostname", "hosts", "resolv.conf"):
+            if f"/etc/{name}" not in destinations:
+                mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": str(directory / name),
+                               "options": ["rbind", "rprivate", "ro" if security.readonly_rootfs else "rw"]})
+        mounts += [bundle.bind_mount(m) for m in config.mounts]
+        pause_pid = sandbox["pause_pid"]
+        ns = security.namespace_options
+        namespaces: list[dict[str, Any]] = [{"type": "mount"}]
+        sandbox_ns = sandbox["namespace_options"]
+        if sandbox_ns["network"] != cri.NamespaceMode.NODE:
+            namespaces.append({"type": "network", "path": sandbox.get("netns") or f"/proc/{pause_pid}/ns/net"})
+        if sandbox_ns["ipc"] != cri.NamespaceMode.NODE:
+            namespaces.append({"type": "ipc", "path": f"/proc/{pause_pid}/ns/ipc"})
+        namespaces.append({"type": "uts", "path": f"/proc/{pause_pid}/ns/uts"})
+        if ns.pid == cri.NamespaceMode.POD and sandbox_ns["pid"] != cri.NamespaceMode.NODE:
+            namespaces.append({"type": "pid", "path": f"/proc/{pause_pid}/ns/pid"})
+        elif ns.pid == cri.NamespaceMode.TARGET and ns.target_id:
+            target = self._container(ns.target_id)
+            namespaces.append({"type": "pid", "path": f"/proc/{target['pid']}/ns/pid"})
+        elif ns.pid != cri.NamespaceMode.NODE:
+            namespaces.append({"type": "pid"})
+        devices, rules = [], []
+        for device in config.devices:
+            entry, rule = bundle.device_entry(device)
+            devices.append(entry)
+            rules.append(rule)
+        res = config.linux.resources
+        return bundle.spec(
+            args=args, env=env, cwd=config.working_dir or str(image.get("WorkingDir") or "/"), uid=uid, gid=gid,
+            additional_gids=gids, hostname="", readonly=security.readonly_rootfs,
+            capabilities=bundle.capability_set(security), mounts=mounts, namespaces=namespaces,
+            cgroups_path=cgroup_path, linux_resources=bundle.resources(res), devices=devices, device_rules=rules,
+            privileged=security.privileged, no_new_privileges=security.no_new_privs,
+            oom_score_adj=max(0, res.oom_score_adj),
+            masked=security.masked_paths or bundle.MASKED_PATHS,
+            readonly_paths=security.readonly_paths or bundle.READONLY_PATHS)
+
+    async def start_container(self, container_id: str) -> None:
+        record = self._container(container_id)
+        if record.get("state") != "created" or (self._container_dir(container_id) / "exit.json").exists():
+            raise Invalid(f"container {container_id} is not in the created state")
+        started = time.time_ns()
+        try:
+            await self._runc("start", container_id)
+        except RuncError as exc:
+            raise Invalid(f"start container {record['name']}: {exc}") from exc
+        record.update(state="running", started_at=started)
+        self._save_container(record)
+
+    async def stop_container(self, container_id: str, timeout: int) -> None:  # noqa: ASYNC109
+        try:
+            record = self._container(container_id)
+        except NotFound:
+            return
+        await self._adopt()
+        exit_file = self._container_dir(container_id) / "exit.json"
+        if not record.get("pid") or exit_file.exists():
+            return
+        if timeout > 0 and record.get("state") == "running":
+            await self._runc("kill", container_id, "TERM", check=False)
+            if await self._wait_for(record, exit_file, float(timeout)):
+                return
+        await self._runc("kill", container_id, "KILL", check=False)
+        await self._wait_for(record, exit_file, 10.0)
+
+    async def _wait_for(self, record: dict[str, Any], exit_file: Path, limit: float) -> bool:
+        if record["pid"] not in _WATCHED and not _exists(exit_file):
+            # Nobody in this process reaps it: adopt (possible after a restart of the runtime).
+            self._watch(record["id"], record["pid"], exit_file, record["cgroup_path"], [],
+                        record.get("start_ticks", 0))
+        return await self._wait_exit(exit_file, limit)
+
+    async def remove_container(self, container_id: str) -> None:
+        try:
+            record = self._container(container_id)
+        except NotFound:
+            return
+        exit_file = self._container_dir(container_id) / "exit.json"
+        if record.get("pid") and not exit_file.exists():
+            await self.stop_container(container_id, 0)
+        await self._delete(container_id)
+        for task in self._pumps.pop(container_id, []):
+            if not task.done():
+                task.cancel()
+        log = self._logs.pop(container_id, None)
+        if log is not None:
+            log.close()
+        self._watchers.pop(container_id, None)
+        self._cpu_samples.pop(container_id, None)
+        directory = self._container_dir(container_id)
+        await self.images.release_rootfs(directory / "rootfs")
+        await asyncio.to_thread(cgroups.remove_tree, record["cgroup_path"])
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    def _state_of(self, record: dict[str, Any]) -> tuple[cri.ContainerState, dict[str, Any] | None]:
+        exit_info = _read_json(self._container_dir(record["id"]) / "exit.json")
+        if exit_info is not None:
+            return cri.ContainerState.CONTAINER_EXITED, exit_info
+        state = record.get("state")
+        if state == "created":
+            return cri.ContainerState.CONTAINER_CREATED, None
+        if state == "running":
+            return cri.ContainerState.CONTAINER_RUNNING, None
+        return cri.ContainerState.CONTAINER_UNKNOWN, None
+
+    async def list_containers(self, filter: cri.ContainerFilter | None = None) -> list[cri.Container]:
+        await self._adopt()
+        found = []
+        for cid in self._container_ids():
+            if filter is not None and filter.id and filter.id != cid:
+                continue
+            record = _read_json(self._container_dir(cid) / "container.json")
+            if record is None:
+                continue
+            if filter is not None and filter.pod_sandbox_id and record["sandbox_id"] != filter.pod_sandbox_id:
+                continue
+            state, _ = self._state_of(record)
+            if filter is not None and filter.state is not None and filter.state != state:
+                continue
+            if filter is not None and not cri.matches_labels(record["labels"], filter.label_selector):
+                continue
+            found.append(cri.Container(
+                id=cid, pod_sandbox_id=record["sandbox_id"],
+                metadata=cri.ContainerMetadata(record["name"], record["attempt"]),
+                image=cri.ImageSpec(record["image"]), image_ref=record["image_ref"], state=state,
+                created_at=record["created_at"], labels=record["labels"], annotations=record["annotations"]))
+        return found
+
+    async def container_status(self, container_id: str, verbose: bool = False) -> cri.ContainerStatus:
+        record = self._container(container_id)
+        await self._adopt()
+        state, exit_info = self._state_of(record)
+        exit_code, finished, reason, message = 0, 0, "", ""
+        if exit_info is not None:
+            exit_code, finished = int(exit_info["exit_code"]), int(exit_info["finished_at"])
+            if exit_info.get("oom"):
+                reason = cri.REASON_OOM_KILLED
+            elif not exit_info.get("known", True):
+                reason, message = "Unknown", "the exit status was lost (the container exited unwatched)"
+            else:
+                reason = cri.REASON_COMPLETED if exit_code == 0 else cri.REASON_ERROR
+        return cri.ContainerStatus(
+            id=container_id, metadata=cri.ContainerMetadata(record["name"], record["attempt"]), state=state,
+            created_at=record["created_at"], started_at=record.get("started_at", 0), finished_at=finished,
+            exit_code=exit_code, image=cri.ImageSpec(record["image"]), image_ref=record["image_ref"],
+            reason=reason, message=message, labels=record["labels"], annotations=record["annotations"],
+            mounts=tuple(cri.Mount(**{**m, "propagation": cri.MountPropagation(m["propagation"])})
+                         for m in record["mounts"]),
+            log_path=record["log_path"], resources=_resources_from(record.get("resources")))
+
+    def container_pid(self, container_id: str) -> int:
+        """The host pid of the container's main process (0 before create finished)."""
+        return int(self._container(container_id).get("pid", 0))
+
+    async def update_container_resources(self, container_id: str, resources: cri.LinuxContainerResources) -> None:
+        record = self._container(container_id)
+        spec = bundle.resources(resources)
+        try:
+            await self._runc("update", "--resources", "-", container_id, stdin=json.dumps(spec).encode())
+        except RuncError as exc:
+            raise Invalid(f"update container {record['name']}: {exc}") from exc
+        record["resources"] = dataclasses.asdict(resources)
+        self._save_container(record)
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        record = self._container(container_id)
+        state, _ = self._state_of(record)
+        if state != cri.ContainerState.CONTAINER_RUNNING:
+            raise Invalid(f"container {container_id} is not running")
+        log = self._logs.get(container_id)
+        if log is None:
+            raise Unsupported(f"container {container_id}'s output is not pumped by this runtime instance")
+        log.reopen()
+
+    def _require_running(self, container_id: str) -> dict[str, Any]:
+        record = self._container(container_id)
+        state, _ = self._state_of(record)
+        if state != cri.ContainerState.CONTAINER_RUNNING:
+            raise Invalid(f"container {container_id} is not running")
+        return record
+
+    async def exec_sync(self, container_id: str, cmd: list[str],
+                        timeout: int = 0) -> cri.ExecSyncResponse:  # noqa: ASYNC109
+        self._require_running(container_id)
+        if not cmd:
+            raise Invalid.field("cmd", "required")
+        pid_file = self._container_dir(container_id) / f"exec-{uuid.uuid4().hex[:12]}.pid"
+        process = await asyncio.create_subprocess_exec(
+            self.runc, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file), container_id, *cmd,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), timeout or None)
+        except TimeoutError:
+            await _stop_exec(process, pid_file)
+            raise Retryable(f"exec in {container_id} timed out after {timeout}s") from None
+        finally:
+            pid_file.unlink(missing_ok=True)
+        return cri.ExecSyncResponse(stdout=out, stderr=err, exit_code=process.returncode or 0)
+
+    async def exec(self, container_id: str, cmd: list[str], *, tty: bool = False,
+                   stdin: bool = False) -> cri.ContainerStream:
+        self._require_running(container_id)
+        if tty:
+            raise Unsupported("exec with a tty is not supported by the runc runtime")
+        if not cmd:
+            raise Invalid.field("cmd", "required")
+        pid_file = self._container_dir(container_id) / f"exec-{uuid.uuid4().hex[:12]}.pid"
+        process = await asyncio.create_subprocess_exec(
+            self.runc, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file), container_id, *cmd,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        return _Stream(process, stdin, pid_file)
+
+    async def attach(self, container_id: str, *, stdin: bool = False) -> cri.ContainerStream:
+        self._container(container_id)
+        raise Unsupported("attach is not supported by the runc runtime (output goes to the CRI log)")
+
+    # --- stats ----------------------------------------------------------------------------------
+
+    async def container_stats(self, container_id: str) -> cri.ContainerStats:
+        record = self._container(container_id)
+        return await asyncio.to_thread(self._stats, record)
+
+    def _stats(self, record: dict[str, Any]) -> cri.ContainerStats:
+        now = time.time_ns()
+        path = record["cgroup_path"]
+        usage = cgroups.read_int(cgroups.path_in("cpuacct", path) / "cpuacct.usage")
+        previous = self._cpu_samples.get(record["id"])
+        nano_cores = 0
+        if previous is not None and now > previous[0]:
+            nano_cores = max(0, (usage - previous[1]) * 1_000_000_000 // (now - previous[0]))
+        self._cpu_samples[record["id"]] = (now, usage)
+        memory_dir = cgroups.path_in("memory", path)
+        mem_usage = cgroups.read_int(memory_dir / "memory.usage_in_bytes")
+        stat = cgroups.read_keyed(memory_dir / "memory.stat")
+        limit = cgroups.read_int(memory_dir / "memory.limit_in_bytes")
+        working_set = max(0, mem_usage - stat.get("total_inactive_file", 0))
+        available = max(0, limit - working_set) if 0 < limit < (1 << 62) else 0
+        rootfs = self._container_dir(record["id"]) / "rootfs"
+        return cri.ContainerStats(
+            id=record["id"], metadata=cri.ContainerMetadata(record["name"], record["attempt"]),
+            labels=record["labels"], annotations=record["annotations"],
+            cpu=cri.CpuUsage(timestamp=now, usage_core_nano_seconds=usage, usage_nano_cores=nano_cores),
+            memory=cri.MemoryUsage(timestamp=now, working_set_bytes=working_set, available_bytes=available,
+                                   usage_bytes=mem_usage, rss_bytes=stat.get("total_rss", 0),
+                                   page_faults=stat.get("total_pgfault", 0),
+                                   major_page_faults=stat.get("total_pgmajfault", 0)),
+            writable_layer=cri.FilesystemUsage(timestamp=now, mountpoint=str(rootfs)))
+
+    async def list_container_stats(self, filter: cri.ContainerFilter | None = None) -> list[cri.ContainerStats]:
+        found = []
+        for container in await self.list_containers(filter):
+            with contextlib.suppress(NotFound):
+                found.append(await self.container_stats(container.id))
+        return found
+
+    # --- housekeeping ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop this instance's watchers and log pumps (containers keep running)."""
+        tasks: Iterable[asyncio.Task[None]] = [*self._watchers.values(),
+                                               *(t for ts in self._pumps.values() for t in ts)]
+        for task in tasks:
+            task.cancel()
+        self._watchers.clear()
+        self._pumps.clear()
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()
+
+
+@dataclasses.dataclass(frozen=True)
+class RuncRuntimePack:
+    """What the ``runc`` factory returns (cri.Runtime)."""
+
+    runtime: RuncRuntime
+    images: ImageStore
+    capabilities: cri.RuntimeCapabilities
+
+
+CAPABILITIES = cri.RuntimeCapabilities(
+    networks_pods_itself=False, supports_exec_streaming=True, supports_attach=False, supports_port_forward=False,
+    supports_stats=True, supports_update_resources=True, cgroup_driver="cgroupfs")
+
+
+def create_runtime(options: dict[str, Any] | None = None) -> RuncRuntimePack:
+    """The ``Registrar.runtimes`` factory.
+
+    Options (all optional): ``root`` / ``rootDir`` (default ``/var/lib/microkube/runc``; images under
+    ``<root>/images``, state under ``<root>/state``), ``stateDir`` (overrides the state dir), ``imageDir``
+    (overrides the image dir), ``runc`` (binary, default /usr/sbin/runc), ``cgroupParent`` (cgroupfs path,
+    default ``<own memory cgroup>/microkube``), ``pauseImage`` (default the busybox image, imported from
+    the host's /bin/busybox when absent), ``pinned`` (image references never collected).
+    """
+    options = dict(options or {})
+    root = Path(str(options.get("root") or options.get("rootDir") or "/var/lib/microkube/runc"))
+    state = Path(str(options.get("stateDir") or options.get("state_dir") or root / "state"))
+    image_dir = Path(str(options.get("imageDir") or options.get("image_dir") or root / "images"))
+    pause_image = str(options.get("pauseImage") or options.get("pause_image") or DEFAULT_PAUSE_IMAGE)
+    pinned = [pause_image, *[str(p) for p in options.get("pinned") or []]]
+    images = ImageStore(image_dir, pinned=pinned,
+                        insecure_registries=[str(r) for r in options.get("insecureRegistries") or []])
+    parent = options.get("cgroupParent", options.get("cgroup_parent"))
+    runtime = RuncRuntime(state, images, runc=str(options.get("runc") or DEFAULT_RUNC),
+                          cgroup_parent=str(parent) if parent else None, pause_image=pause_image)
+    return RuncRuntimePack(runtime, images, CAPABILITIES)

@@ -1,0 +1,313 @@
+"""The runc RuntimeService against real runc and the busybox image: sandboxes, containers, logs, exec, OOM, restart.
+
+Each test gets a private state/image root under tmp_path and a private cgroup parent (under this process's memory
+cgroup); the fixture removes every sandbox, then checks that no runc container, cgroup directory or mount remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from microkube_interfaces import cri
+from microkube_interfaces.errors import Invalid, NotFound, Retryable
+from microkube_runc import cgroups
+from microkube_runc.busybox import BUSYBOX, import_busybox
+from microkube_runc.runtime import RuncRuntime, RuncRuntimePack, create_runtime
+
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runc containers, namespaces, cgroups, mounts"),
+    pytest.mark.skipif(not os.path.exists(RUNC) or not os.path.exists(BUSYBOX), reason="needs runc and busybox"),
+]
+
+_counter = itertools.count()
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (F|P) (.*)$")
+SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done")
+
+
+class Node:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.root = tmp / "runc"
+        self.parent = os.path.join(cgroups.own_cgroup("memory"), f"mktest-{os.getpid()}-{next(_counter)}")
+        self.logs = tmp / "logs"
+        self.pack: RuncRuntimePack = create_runtime({"root": str(self.root), "cgroupParent": self.parent,
+                                                     "runc": RUNC})
+        self.others: list[RuncRuntime] = []
+
+    @property
+    def rt(self) -> RuncRuntime:
+        return self.pack.runtime
+
+    def sandbox_config(self, name: str = "pod", hostname: str = "") -> cri.PodSandboxConfig:
+        return cri.PodSandboxConfig(cri.PodSandboxMetadata(name, f"uid-{name}", "default"), hostname=hostname,
+                                    log_directory=str(self.logs / name), labels={"app": name})
+
+    async def sandbox(self, name: str = "pod", hostname: str = "") -> tuple[str, cri.PodSandboxConfig]:
+        config = self.sandbox_config(name, hostname)
+        return await self.rt.run_pod_sandbox(config), config
+
+    async def run(self, sid: str, sandbox: cri.PodSandboxConfig, name: str, command: tuple[str, ...],
+                  resources: cri.LinuxContainerResources | None = None, *, start: bool = True) -> str:
+        config = cri.ContainerConfig(
+            cri.ContainerMetadata(name), cri.ImageSpec("busybox"), command=command, log_path=f"{name}/0.log",
+            envs=(cri.KeyValue("GREETING", "hi"),), labels={"c": name},
+            linux=cri.LinuxContainerConfig(resources=resources or cri.LinuxContainerResources()))
+        cid = await self.rt.create_container(sid, config, sandbox)
+        if start:
+            await self.rt.start_container(cid)
+        return cid
+
+    async def wait_exited(self, cid: str, limit: float = 10) -> cri.ContainerStatus:
+        deadline = time.monotonic() + limit
+        while True:
+            status = await self.rt.container_status(cid)
+            if status.state == cri.ContainerState.CONTAINER_EXITED or time.monotonic() > deadline:
+                return status
+            await asyncio.sleep(0.02)
+
+    def leftovers(self) -> list[str]:
+        found: list[str] = []
+        runc_root = self.root / "state" / "runc"
+        if runc_root.exists():
+            listing = subprocess.run([RUNC, "--root", str(runc_root), "list", "-q"], capture_output=True, text=True,
+                                     check=False)
+            found += [f"runc container {c}" for c in listing.stdout.split()]
+        found += [f"cgroup {p}" for p in cgroups.exists_anywhere(self.parent) if any(p.iterdir()) and any(
+            child.is_dir() for child in p.iterdir())]
+        mounts = Path("/proc/self/mountinfo").read_text()
+        found += [f"mount {line.split()[4]}" for line in mounts.splitlines() if str(self.tmp) in line.split()[4]]
+        return found
+
+    async def cleanup(self) -> None:
+        for rt in [self.rt, *self.others]:
+            for sandbox in await rt.list_pod_sandbox():
+                await rt.remove_pod_sandbox(sandbox.id)
+        leftovers = self.leftovers()
+        for rt in [self.rt, *self.others]:
+            await rt.close()
+        cgroups.remove_tree(self.parent)
+        assert leftovers == []
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    n = Node(tmp_path)
+    await import_busybox(n.pack.images)
+    try:
+        yield n
+    finally:
+        await n.cleanup()
+
+
+def exists(path: str | Path) -> bool:
+    return os.path.exists(path)
+
+
+def ismount(path: str | Path) -> bool:
+    return os.path.ismount(path)
+
+
+def log_records(path: str) -> list[tuple[str, str, str]]:
+    records = []
+    for line in Path(path).read_text().splitlines():
+        match = LOG_LINE.match(line)
+        assert match, line
+        records.append((match[1], match[2], match[3]))
+    return records
+
+
+async def test_version_status_and_factory(node: Node) -> None:
+    version = await node.rt.version()
+    assert version.runtime_name == "runc" and version.runtime_version.startswith("1.")
+    status = await node.rt.status()
+    assert status.condition(cri.RUNTIME_READY) == cri.RuntimeCondition(cri.RUNTIME_READY, True)
+    network = status.condition(cri.NETWORK_READY)
+    assert network is not None and not network.status
+    assert not node.pack.capabilities.networks_pods_itself
+    assert isinstance(node.pack, cri.Runtime) and isinstance(node.rt, cri.RuntimeService)
+    assert isinstance(node.pack.images, cri.ImageService)
+
+
+async def test_sandbox_run_stop_remove_idempotent(node: Node) -> None:
+    sid, _ = await node.sandbox("web", hostname="web-0")
+    status = await node.rt.pod_sandbox_status(sid, verbose=True)
+    assert status.state == cri.PodSandboxState.SANDBOX_READY
+    assert status.metadata.name == "web"
+    netns, pid = status.info["netns"], int(status.info["pid"])
+    assert netns == node.rt.netns_path(sid) and ismount(netns)
+    assert os.stat(netns).st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
+    assert os.readlink(f"/proc/{pid}/ns/uts") != os.readlink("/proc/self/ns/uts")
+    pod_cgroup = status.info["cgroup"]
+    assert pid in cgroups.procs(pod_cgroup)
+    listed = await node.rt.list_pod_sandbox(cri.PodSandboxFilter(label_selector={"app": "web"}))
+    assert [s.id for s in listed] == [sid]
+    assert await node.rt.list_pod_sandbox(cri.PodSandboxFilter(label_selector={"app": "other"})) == []
+
+    await node.rt.stop_pod_sandbox(sid)
+    await node.rt.stop_pod_sandbox(sid)
+    assert (await node.rt.pod_sandbox_status(sid)).state == cri.PodSandboxState.SANDBOX_NOTREADY
+    assert not exists(f"/proc/{pid}")
+    ready = cri.PodSandboxFilter(state=cri.PodSandboxState.SANDBOX_READY)
+    assert await node.rt.list_pod_sandbox(ready) == []
+
+    await node.rt.remove_pod_sandbox(sid)
+    await node.rt.remove_pod_sandbox(sid)
+    await node.rt.stop_pod_sandbox("unknown")
+    await node.rt.remove_pod_sandbox("unknown")
+    with pytest.raises(NotFound):
+        await node.rt.pod_sandbox_status(sid)
+    assert not exists(netns)
+    assert cgroups.exists_anywhere(pod_cgroup) == []
+    with pytest.raises(Invalid):
+        await node.rt.run_pod_sandbox(cri.PodSandboxConfig(cri.PodSandboxMetadata("", "", "")))
+
+
+async def test_container_output_goes_to_cri_log(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "echo", ("sh", "-c", "echo hello $GREETING; echo oops >&2; printf tail"),
+                         start=False)
+    status = await node.rt.container_status(cid)
+    assert status.state == cri.ContainerState.CONTAINER_CREATED and status.started_at == 0
+    await node.rt.start_container(cid)
+    status = await node.wait_exited(cid)
+    assert status.state == cri.ContainerState.CONTAINER_EXITED
+    assert (status.exit_code, status.reason) == (0, cri.REASON_COMPLETED)
+    assert 0 < status.created_at <= status.started_at <= status.finished_at
+    assert status.log_path == str(node.logs / "pod" / "echo" / "0.log")
+    records = log_records(status.log_path)
+    assert sorted(records) == sorted([("stdout", "F", "hello hi"), ("stderr", "F", "oops"), ("stdout", "F", "tail")])
+    listed = await node.rt.list_containers(cri.ContainerFilter(pod_sandbox_id=sid))
+    assert [(c.id, c.state, c.metadata.name) for c in listed] == [(cid, cri.ContainerState.CONTAINER_EXITED, "echo")]
+    assert await node.rt.list_containers(cri.ContainerFilter(state=cri.ContainerState.CONTAINER_RUNNING)) == []
+    await node.rt.remove_container(cid)
+    await node.rt.remove_container(cid)
+    with pytest.raises(NotFound):
+        await node.rt.container_status(cid)
+
+
+async def test_failing_command_reports_error(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "fail", ("sh", "-c", "echo bad >&2; exit 3"))
+    status = await node.wait_exited(cid)
+    assert (status.exit_code, status.reason) == (3, cri.REASON_ERROR)
+    assert log_records(status.log_path) == [("stderr", "F", "bad")]
+    with pytest.raises(NotFound):
+        await node.rt.create_container(sid, cri.ContainerConfig(cri.ContainerMetadata("x"), cri.ImageSpec(
+            "example.com/absent:v1")), sandbox)
+
+
+async def test_exec_sync_and_streaming_exec(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "app", SLEEPER)
+    result = await node.rt.exec_sync(cid, ["sh", "-c", "echo out $GREETING; echo err >&2; exit 7"], timeout=10)
+    assert (result.stdout, result.stderr, result.exit_code) == (b"out hi\n", b"err\n", 7)
+    with pytest.raises(Retryable):
+        await node.rt.exec_sync(cid, ["sleep", "30"], timeout=1)
+    stream = await node.rt.exec(cid, ["sh", "-c", "tr a-z A-Z; echo done >&2"], stdin=True)
+    assert isinstance(stream, cri.ContainerStream)
+    await stream.write_stdin(b"hello\n")
+    await stream.close_stdin()
+    assert await stream.read_stdout() == b"HELLO\n"
+    assert await stream.read_stderr() == b"done\n"
+    assert await stream.wait() == 0
+    await stream.close()
+    stats = await node.rt.container_stats(cid)
+    assert stats.cpu is not None and stats.cpu.usage_core_nano_seconds > 0
+    assert stats.memory is not None and stats.memory.working_set_bytes > 0
+    await node.rt.update_container_resources(cid, cri.LinuxContainerResources(memory_limit_in_bytes=64 << 20))
+    limit = await node.rt.exec_sync(cid, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
+    assert limit.stdout.strip() == str(64 << 20).encode()
+
+
+async def test_stop_with_timeout_kills_a_process_ignoring_sigterm(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    stubborn = await node.run(sid, sandbox, "stubborn", ("sh", "-c", "trap '' TERM; while :; do sleep 1; done"))
+    polite = await node.run(sid, sandbox, "polite", SLEEPER)
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await node.rt.stop_container(stubborn, 1)
+    elapsed = time.monotonic() - started
+    status = await node.rt.container_status(stubborn)
+    assert status.state == cri.ContainerState.CONTAINER_EXITED and status.exit_code == 137
+    assert 0.9 < elapsed < 5
+    started = time.monotonic()
+    await node.rt.stop_container(polite, 10)
+    assert time.monotonic() - started < 3
+    status = await node.rt.container_status(polite)
+    assert (status.exit_code, status.reason) == (0, cri.REASON_COMPLETED)
+    await node.rt.stop_container(polite, 10)
+    await node.rt.stop_container("unknown", 1)
+
+
+async def test_memory_limit_oom_killed(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "hog", ("sh", "-c", "x=$(head -c 64m /dev/zero | tr '\\0' a); echo survived"),
+                         cri.LinuxContainerResources(memory_limit_in_bytes=16 << 20))
+    status = await node.wait_exited(cid, 20)
+    assert status.state == cri.ContainerState.CONTAINER_EXITED
+    assert (status.exit_code, status.reason) == (137, cri.REASON_OOM_KILLED)
+
+
+async def test_containers_share_network_namespace_and_hostname(node: Node) -> None:
+    sid, sandbox = await node.sandbox("shared", hostname="shared-host")
+    first = await node.run(sid, sandbox, "one", SLEEPER)
+    second = await node.run(sid, sandbox, "two", SLEEPER)
+    probe = ["sh", "-c", "readlink /proc/self/ns/net; hostname; cat /etc/hostname"]
+    one, two = await node.rt.exec_sync(first, probe), await node.rt.exec_sync(second, probe)
+    assert one.exit_code == 0 and one.stdout == two.stdout
+    net, hostname, file_hostname = one.stdout.decode().split()
+    assert hostname == file_hostname == "shared-host"
+    assert net == f"net:[{os.stat(node.rt.netns_path(sid)).st_ino}]"
+    pid_one = (await node.rt.exec_sync(first, ["readlink", "/proc/self/ns/pid"])).stdout
+    pid_two = (await node.rt.exec_sync(second, ["readlink", "/proc/self/ns/pid"])).stdout
+    assert pid_one != pid_two
+
+
+async def test_new_runtime_instance_sees_and_manages_running_containers(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "app", SLEEPER)
+    again = create_runtime({"root": str(node.root), "cgroupParent": node.parent, "runc": RUNC}).runtime
+    node.others.append(again)
+    assert [s.id for s in await again.list_pod_sandbox()] == [sid]
+    assert (await again.pod_sandbox_status(sid)).state == cri.PodSandboxState.SANDBOX_READY
+    listed = await again.list_containers()
+    assert [(c.id, c.state) for c in listed] == [(cid, cri.ContainerState.CONTAINER_RUNNING)]
+    assert (await again.exec_sync(cid, ["echo", "still here"])).stdout == b"still here\n"
+    await again.stop_container(cid, 5)
+    status = await again.container_status(cid)
+    assert (status.state, status.exit_code, status.reason) == (
+        cri.ContainerState.CONTAINER_EXITED, 0, cri.REASON_COMPLETED)
+    await again.remove_pod_sandbox(sid)
+    assert await node.rt.list_pod_sandbox() == []
+
+
+async def test_remove_pod_sandbox_leaves_nothing(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    cids = [await node.run(sid, sandbox, f"c{i}", SLEEPER) for i in range(2)]
+    pids = [node.rt.container_pid(c) for c in cids]
+    status = await node.rt.pod_sandbox_status(sid, verbose=True)
+    pids.append(int(status.info["pid"]))
+    pod_cgroup, netns = status.info["cgroup"], status.info["netns"]
+    rootfs = [node.root / "state" / "containers" / c / "rootfs" for c in cids]
+    assert all(ismount(r) for r in rootfs)
+    await node.rt.remove_pod_sandbox(sid)
+    assert await node.rt.list_containers() == []
+    assert await node.rt.list_pod_sandbox() == []
+    assert [p for p in pids if exists(f"/proc/{p}")] == []
+    assert cgroups.exists_anywhere(pod_cgroup) == []
+    assert not exists(netns)
+    assert not any(r.exists() for r in rootfs)
+    assert node.leftovers() == []
