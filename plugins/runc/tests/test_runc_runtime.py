@@ -311,3 +311,16 @@ async def test_remove_pod_sandbox_leaves_nothing(node: Node) -> None:
     assert not exists(netns)
     assert not any(r.exists() for r in rootfs)
     assert node.leftovers() == []
+
+
+def test_plugin_registers_the_runc_runtime(tmp_path: Path) -> None:
+    from microkube_interfaces import Registrar
+    from microkube_runc import plugin
+
+    registrar = Registrar()
+    plugin.microkube_register(registrar)
+    registration = registrar.runtimes.get("runc")
+    assert registration.plugin == "runc" and registration.versions == ("v1",)
+    pack = registration.factory({"root": str(tmp_path / "r")})
+    assert isinstance(pack, cri.Runtime) and pack.capabilities.supports_exec_streaming
+    assert (tmp_path / "r" / "state" / "netns").is_dir() and (tmp_path / "r" / "images" / "blobs").is_dir()

@@ -1,14 +1,15 @@
 """The runc pack's hookimpls.
 
-It declares cri/v1. The image service (``microkube_runc.images.ImageStore``) is implemented; the
-runtime service (runc-driven pod sandboxes and containers) is not implemented yet, so no factory is
-added to ``Registrar.runtimes``: selecting runtime ``runc`` fails with the registrar's "unknown
-container runtime" message until it is.
+It declares cri/v1 and registers the container runtime ``runc`` in ``Registrar.runtimes``: the factory
+``microkube_runc.runtime.create_runtime(options)`` returns a ``cri.Runtime`` whose ``runtime`` drives runc
+(pod sandboxes, containers, logs, exec, stats) and whose ``images`` is the OCI image store under the same
+root.
 """
 
 from __future__ import annotations
 
-from microkube_interfaces import PluginInfo, hookimpl
+from microkube_interfaces import PluginInfo, Registrar, hookimpl
+from microkube_runc.runtime import create_runtime
 
 
 @hookimpl
@@ -16,5 +17,11 @@ def microkube_plugin_info() -> PluginInfo:
     return PluginInfo(
         name="runc",
         interfaces={"cri": ("v1",)},
-        description="container runtime on runc (image service: OCI image store, registry pulls)",
+        description="container runtime on runc: pod sandboxes, containers, CRI logs, exec; OCI image store, "
+        "registry pulls",
     )
+
+
+@hookimpl
+def microkube_register(registrar: Registrar) -> None:
+    registrar.runtimes.add("runc", create_runtime, plugin="runc", versions=("v1",))
