@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -324,3 +325,47 @@ def test_plugin_registers_the_runc_runtime(tmp_path: Path) -> None:
     pack = registration.factory({"root": str(tmp_path / "r")})
     assert isinstance(pack, cri.Runtime) and pack.capabilities.supports_exec_streaming
     assert (tmp_path / "r" / "state" / "netns").is_dir() and (tmp_path / "r" / "images" / "blobs").is_dir()
+
+
+CRASHING_AGENT = """
+import asyncio, os, sys
+from microkube_interfaces import cri
+from microkube_runc.runtime import create_runtime
+
+async def main() -> None:
+    rt = create_runtime({"root": sys.argv[1], "cgroupParent": sys.argv[2]}).runtime
+    sandbox = cri.PodSandboxConfig(cri.PodSandboxMetadata("crash", "uid-crash", "default"), log_directory=sys.argv[3])
+    sid = await rt.run_pod_sandbox(sandbox)
+    command = ("sh", "-c", "echo before; sleep 2; echo after; trap 'exit 4' TERM; while :; do sleep 1 & wait $!; done")
+    config = cri.ContainerConfig(cri.ContainerMetadata("app"), cri.ImageSpec("busybox"), command=command,
+                                 log_path="app.log")
+    cid = await rt.create_container(sid, config, sandbox)
+    await rt.start_container(cid)
+    await asyncio.sleep(0.3)
+    print(sid, cid, flush=True)
+    os._exit(0)  # the node agent dies without any cleanup
+
+asyncio.run(main())
+"""
+
+
+async def test_runtime_process_crash_and_restart(node: Node) -> None:
+    """Another process runs a pod and dies; this process's runtime adopts it: logs continue, stop and exit code work."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_AGENT, str(node.root), node.parent, str(node.logs),
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    sid, cid = out.decode().split()
+    assert [s.id for s in await node.rt.list_pod_sandbox()] == [sid]
+    assert (await node.rt.pod_sandbox_status(sid)).state == cri.PodSandboxState.SANDBOX_READY
+    status = await node.rt.container_status(cid)
+    assert status.state == cri.ContainerState.CONTAINER_RUNNING
+    deadline = time.monotonic() + 10
+    while ("stdout", "F", "after") not in log_records(status.log_path) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert log_records(status.log_path) == [("stdout", "F", "before"), ("stdout", "F", "after")]
+    await node.rt.stop_container(cid, 5)
+    status = await node.rt.container_status(cid)
+    assert (status.state, status.exit_code, status.reason) == (cri.ContainerState.CONTAINER_EXITED, 4,
+                                                               cri.REASON_ERROR)

@@ -358,14 +358,40 @@ class RuncRuntime:
         self._adopted = True
         for cid in self._container_ids():
             record = _read_json(self._container_dir(cid) / "container.json")
-            if record and record.get("pid") and not (self._container_dir(cid) / "exit.json").exists():
-                self._watch(cid, record["pid"], self._container_dir(cid) / "exit.json", record["cgroup_path"], [],
-                            record.get("start_ticks", 0))
+            if not record or not record.get("pid") or (self._container_dir(cid) / "exit.json").exists():
+                continue
+            pid = record["pid"]
+            if pid in _WATCHED or _proc_state(pid)[2] != record.get("start_ticks", 0):
+                continue
+            log, pumps = self._reattach_output(cid, pid, record.get("log_path", ""))
+            self._watch(cid, pid, self._container_dir(cid) / "exit.json", record["cgroup_path"], pumps,
+                        record.get("start_ticks", 0), log)
         for sid in self._sandbox_ids():
             record = _read_json(self._sandbox_dir(sid) / "sandbox.json")
             if record and record.get("pause_pid"):
                 self._watch("pause-" + sid, record["pause_pid"], self._sandbox_dir(sid) / "pause-exit.json", "", [],
                             record.get("start_ticks", 0))
+
+    def _reattach_output(self, cid: str, pid: int, log_path: str) -> tuple[CriLog | None,
+                                                                          list[asyncio.Task[None]]]:
+        """Open new read ends of a running container's stdout/stderr pipes (``/proc/<pid>/fd/1,2``) and pump
+        them again: the log continues after a restart of the runtime's process."""
+        fds: list[tuple[int, str]] = []
+        for number, stream in ((1, "stdout"), (2, "stderr")):
+            path = f"/proc/{pid}/fd/{number}"
+            try:
+                if os.readlink(path).startswith("pipe:"):
+                    fds.append((os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), stream))
+            except OSError:
+                continue
+        if not fds:
+            return None, []
+        log = CriLog(log_path)
+        loop = asyncio.get_running_loop()
+        pumps = [loop.create_task(pump(fd, stream, log)) for fd, stream in fds]
+        self._logs[cid] = log
+        self._pumps[cid] = pumps
+        return log, pumps
 
     async def _wait_exit(self, exit_file: Path, limit: float) -> bool:
         deadline = time.monotonic() + limit
