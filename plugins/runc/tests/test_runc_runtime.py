@@ -369,3 +369,43 @@ async def test_runtime_process_crash_and_restart(node: Node) -> None:
     status = await node.rt.container_status(cid)
     assert (status.state, status.exit_code, status.reason) == (cri.ContainerState.CONTAINER_EXITED, 4,
                                                                cri.REASON_ERROR)
+
+
+async def test_port_forward_into_the_pod_network_namespace(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "server", ("nc", "-ll", "-p", "8080", "-e", "tr", "a-z", "A-Z"))
+    stream: cri.PortStream | None = None
+    deadline = time.monotonic() + 5
+    while stream is None:
+        try:
+            stream = await node.rt.port_forward(sid, 8080)
+        except Retryable:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    assert isinstance(stream, cri.PortStream)
+    await stream.write(b"ping\n")
+    assert await asyncio.wait_for(stream.read(), 5) == b"PING\n"
+    await stream.close()
+    await stream.close()
+    with pytest.raises(Retryable):
+        await node.rt.port_forward(sid, 8081)
+    assert (await node.rt.exec_sync(cid, ["cat", "/sys/class/net/lo/operstate"])).stdout.strip() in (b"unknown", b"up")
+    with pytest.raises(NotFound):
+        await node.rt.port_forward("unknown", 8080)
+
+
+async def test_reopen_container_log_after_rotation(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "ticker", ("sh", "-c", "while :; do echo tick; sleep 0.05; done"))
+    log_path = (await node.rt.container_status(cid)).log_path
+    await asyncio.sleep(0.3)
+    os.rename(log_path, log_path + ".1")
+    await node.rt.reopen_container_log(cid)
+    await asyncio.sleep(0.3)
+    assert log_records(log_path + ".1") and log_records(log_path)
+    assert set(log_records(log_path)) == {("stdout", "F", "tick")}
+    stats = await node.rt.list_container_stats(cri.ContainerFilter(pod_sandbox_id=sid))
+    assert [s.id for s in stats] == [cid]
+    await node.rt.stop_container(cid, 0)
+    with pytest.raises(Invalid):
+        await node.rt.reopen_container_log(cid)

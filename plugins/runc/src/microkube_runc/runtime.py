@@ -40,7 +40,7 @@ from typing import Any
 
 from microkube_interfaces import cri
 from microkube_interfaces.errors import Invalid, NotFound, Retryable, Unsupported
-from microkube_runc import bundle, cgroups
+from microkube_runc import bundle, cgroups, netns
 from microkube_runc.images import ImageStore
 from microkube_runc.logs import CriLog, pump
 
@@ -158,6 +158,26 @@ def _resources_from(data: dict[str, Any] | None) -> cri.LinuxContainerResources 
 
 class RuncError(Exception):
     pass
+
+
+class _PortStream:
+    """One forwarded TCP connection (cri.PortStream)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    async def read(self, n: int = 65536) -> bytes:
+        return await self._reader.read(n)
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        if not self._writer.is_closing():
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
 
 
 @dataclasses.dataclass
@@ -481,10 +501,11 @@ class RuncRuntime:
             record["start_ticks"] = _proc_state(pid)[2]
             self._watch("pause-" + sid, pid, directory / "pause-exit.json", "", [], record["start_ticks"])
             if ns_opts.network != cri.NamespaceMode.NODE:
-                netns = self.state_dir / "netns" / sid
-                netns.touch()
-                _bind_mount(f"/proc/{pid}/ns/net", str(netns))
-                record["netns"] = str(netns)
+                netns_file = self.state_dir / "netns" / sid
+                netns_file.touch()
+                _bind_mount(f"/proc/{pid}/ns/net", str(netns_file))
+                record["netns"] = str(netns_file)
+                await netns.run_in_netns(str(netns_file), netns.loopback_up)
             record["state"] = "ready"
             self._save_sandbox(record)
         except BaseException as exc:
@@ -564,10 +585,10 @@ class RuncRuntime:
             await self.remove_container(cid)
         await self._delete(record["pause_id"])
         directory = self._sandbox_dir(pod_sandbox_id)
-        netns = self.state_dir / "netns" / pod_sandbox_id
-        if netns.exists():
-            _umount(str(netns))
-            netns.unlink(missing_ok=True)
+        netns_file = self.state_dir / "netns" / pod_sandbox_id
+        if netns_file.exists():
+            _umount(str(netns_file))
+            netns_file.unlink(missing_ok=True)
         await self.images.release_rootfs(directory / "pause" / "rootfs")
         await asyncio.to_thread(cgroups.remove_tree, record["cgroup_path"])
         self._watchers.pop("pause-" + pod_sandbox_id, None)
@@ -614,8 +635,22 @@ class RuncRuntime:
         return found
 
     async def port_forward(self, pod_sandbox_id: str, port: int) -> cri.PortStream:
-        self._sandbox(pod_sandbox_id)
-        raise Unsupported("the runc runtime does not forward ports (supports_port_forward is false)")
+        record = self._sandbox(pod_sandbox_id)
+        if not 0 < port < 65536:
+            raise Invalid.field("port", f"must be 1-65535, not {port}")
+        if not self._sandbox_ready(record):
+            raise Invalid(f"pod sandbox {pod_sandbox_id} is not ready")
+        path = record.get("netns", "")
+        try:
+            if path:
+                sock = await netns.run_in_netns(path, lambda: netns.connect_local(port))
+            else:
+                sock = await asyncio.to_thread(netns.connect_local, port)
+        except OSError as exc:
+            raise Retryable(f"port-forward to port {port} of pod sandbox {pod_sandbox_id}: {exc.strerror or exc}",
+                            after=1.0) from exc
+        reader, writer = await asyncio.open_connection(sock=sock)
+        return _PortStream(reader, writer)
 
     # --- containers -----------------------------------------------------------------------------
 
@@ -992,7 +1027,7 @@ class RuncRuntimePack:
 
 
 CAPABILITIES = cri.RuntimeCapabilities(
-    networks_pods_itself=False, supports_exec_streaming=True, supports_attach=False, supports_port_forward=False,
+    networks_pods_itself=False, supports_exec_streaming=True, supports_attach=False, supports_port_forward=True,
     supports_stats=True, supports_update_resources=True, cgroup_driver="cgroupfs")
 
 
