@@ -19,6 +19,12 @@ MAX_BACKOFF = 10.0
 MAX_UNSCHEDULABLE_SECONDS = 300.0
 
 
+def _essence(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a pod matters to scheduling it (kube-scheduler's isPodUpdated ignores the rest)."""
+    meta = pod.get("metadata") or {}
+    return meta.get("labels"), meta.get("annotations"), pod.get("spec")
+
+
 class SchedulingQueue:
     def __init__(self, initial_backoff: float = INITIAL_BACKOFF, max_backoff: float = MAX_BACKOFF) -> None:
         self.initial_backoff = initial_backoff
@@ -53,13 +59,14 @@ class SchedulingQueue:
             self._wakeup.set()
 
     def add(self, key: str, pod: dict[str, Any], priority: int) -> None:
-        """A pending pod appeared or changed."""
-        known = key in self.pods
+        """A pending pod appeared or changed. An unschedulable pod is retried at once only when its
+        spec or metadata changed: status writes (the scheduler's own conditions) are no reason."""
+        previous = self.pods.get(key)
         self.pods[key] = pod
         self.priorities[key] = priority
         if key in self._in_flight:
             return
-        if not known or key in self._unschedulable:
+        if previous is None or (key in self._unschedulable and _essence(previous) != _essence(pod)):
             self._push_active(key)
 
     def delete(self, key: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -119,6 +120,7 @@ class Scheduler:
         self._bindings = asyncio.Semaphore(MAX_BINDINGS)
         self._background: set[asyncio.Task[None]] = set()
         self._last_failure: dict[str, str] = {}
+        self._post_filtering: set[str] = set()
         self.ready = asyncio.Event()
 
     # -- what the informers tell -----------------------------------------------------------------
@@ -225,13 +227,23 @@ class Scheduler:
 
     async def _unschedulable(self, key: str, info: PodInfo, state: CycleState, diagnosis: Diagnosis) -> None:
         message = diagnosis.message()
-        if diagnosis.pre_filter is None and self.framework.post_filters:
+        # one post-filter (preemption) per pod at a time: a retry while victims are being chosen and
+        # deleted must not pick a second set of victims
+        if diagnosis.pre_filter is None and self.framework.post_filters and key not in self._post_filtering:
+            self._post_filtering.add(key)
+            nominated = self.cache.nominated_node(key)
+            if nominated and not (info.pod.get("status") or {}).get("nominatedNodeName"):
+                # our nomination may not have come back through the watch yet
+                info = dataclasses.replace(info, pod={**info.pod, "status": {
+                    **(info.pod.get("status") or {}), "nominatedNodeName": nominated}})
             try:
                 result = await self.framework.post_filter(state, info, diagnosis)
             except Exception as exc:
                 log.exception("post-filter of %s failed", key)
                 result = None
                 message += f" preemption: {exc}"
+            finally:
+                self._post_filtering.discard(key)
             if result is not None and result.nominated_node_name:
                 self.cache.nominate(info, result.nominated_node_name)
             elif result is not None and result.message:

@@ -42,6 +42,10 @@ class DefaultPreemption:
 
     def __init__(self, handle: SchedulerHandle) -> None:
         self.handle = handle
+        #: preemptor → (its node, the victims deleted for it): while any victim is still on that node,
+        #: the preemptor waits for it instead of preempting again (the watch may not even show the
+        #: victims' deletionTimestamp yet when the preemptor is retried)
+        self.pending: dict[str, tuple[str, set[str]]] = {}
 
     def _victims(self, state: CycleState, pod: PodInfo, node: NodeInfo) -> list[PodInfo] | None:
         lower = [p for p in node.pods.values() if p.priority < pod.priority]
@@ -62,15 +66,21 @@ class DefaultPreemption:
 
     def _victims_terminating(self, pod: PodInfo, node_name: str) -> bool:
         node = self.handle.node(node_name)
-        return node is not None and any(
-            other.priority < pod.priority and (other.pod.get("metadata") or {}).get("deletionTimestamp")
-            for other in node.pods.values())
+        if node is None:
+            return False
+        pending = self.pending.get(pod.key)
+        if pending is not None and pending[0] == node_name and pending[1] & set(node.pods):
+            return True
+        self.pending.pop(pod.key, None)
+        return any(other.priority < pod.priority and (other.pod.get("metadata") or {}).get("deletionTimestamp")
+                   for other in node.pods.values())
 
     async def post_filter(self, state: CycleState, pod: PodInfo, statuses: dict[str, Status]) -> PostFilterResult:
         total = len(self.handle.nodes())
         if pod.spec.get("preemptionPolicy") == "Never":
             return PostFilterResult(message="preemption: not eligible due to preemptionPolicy=Never.")
-        nominated = str((pod.pod.get("status") or {}).get("nominatedNodeName") or "")
+        nominated = str((pod.pod.get("status") or {}).get("nominatedNodeName") or "") or \
+            self.pending.get(pod.key, ("", set()))[0]
         if nominated and self._victims_terminating(pod, nominated):
             return PostFilterResult(nominated_node_name=nominated)  # wait for them, do not preempt again
         reasons: Counter[str] = Counter()
@@ -91,6 +101,7 @@ class DefaultPreemption:
         if best is None:
             return PostFilterResult(message=_summary(total, reasons))
         _, node_name, victims = best
+        self.pending[pod.key] = (node_name, {v.key for v in victims})
         meta = pod.pod["metadata"]
         log.info("preempting %s on %s for %s/%s (priority %d)", ", ".join(v.key for v in victims), node_name,
                  meta.get("namespace"), meta.get("name"), pod.priority)
