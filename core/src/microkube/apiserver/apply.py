@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from microkube.apiserver.codec import json_copy
 from microkube.apiserver.schemas import child_schema, item_schema, resolve_schema
 from microkube_interfaces import errors
 
@@ -155,7 +156,8 @@ def _from_fields_v1(tree: dict[str, Any], prefix: Path = ()) -> set[Path]:
 
 
 def _managers(obj: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return copy.deepcopy(((obj or {}).get("metadata") or {}).get("managedFields") or [])
+    managed: list[dict[str, Any]] = json_copy(((obj or {}).get("metadata") or {}).get("managedFields") or [])
+    return managed
 
 
 def _entry_paths(entry: dict[str, Any]) -> set[Path]:

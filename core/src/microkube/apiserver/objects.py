@@ -23,7 +23,7 @@ from microkube.apiserver import apply as ssa
 from microkube.apiserver import patch as patches
 from microkube.apiserver import schemas
 from microkube.apiserver.catalog import Served
-from microkube.apiserver.codec import APPLY_PATCH_YAML, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+from microkube.apiserver.codec import APPLY_PATCH_YAML, JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, json_copy
 from microkube.apiserver.status import ApiError, already_exists, bad_request, conflict, from_error, not_found
 from microkube.apiserver.watchcache import WatchCache
 from microkube.timestamps import format_time
@@ -421,7 +421,7 @@ class ObjectStore:
             kv, current = await self._read(served, key, name)
             if wanted_rv and wanted_rv != str(kv.mod_revision):
                 raise conflict(r.plural, name, r.group)
-            new = await produce(copy.deepcopy(current))
+            new = await produce(json_copy(current))
             new = self._prepare_update(served, current, new, subresource)
             if not subresource:
                 self._before_write(served, new, current)

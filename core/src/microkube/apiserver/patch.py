@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from microkube.apiserver.codec import json_copy
 from microkube.apiserver.schemas import child_schema, item_schema
 from microkube_interfaces import errors
 
@@ -133,15 +134,25 @@ def json_patch(doc: dict[str, Any], operations: list[Any]) -> dict[str, Any]:
 
 
 def merge_patch(doc: Any, patch: Any) -> Any:
+    """RFC 7386: the document is copied once, then the patch is merged into the copy."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(doc) if isinstance(doc, dict) else {}
+        return json_copy(patch)
+    result = json_copy(doc) if isinstance(doc, dict) else {}
+    _merge_into(result, patch)
+    return result
+
+
+def _merge_into(target: dict[str, Any], patch: dict[str, Any]) -> None:
     for key, value in patch.items():
         if value is None:
-            result.pop(key, None)
+            target.pop(key, None)
+        elif isinstance(value, dict):
+            child = target.get(key)
+            if not isinstance(child, dict):
+                child = target[key] = {}
+            _merge_into(child, value)
         else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+            target[key] = json_copy(value) if isinstance(value, list) else value
 
 
 # -- strategic merge patch -----------------------------------------------------------------------
