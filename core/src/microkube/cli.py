@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--max-pods", type=_non_negative, default=110, help="pods per node (default 110)")
     simulate.add_argument("--lease-interval", type=float, default=10.0, metavar="SECONDS",
                           help="how often each node renews its Lease (default 10, as the kubelet)")
+    image = commands.add_parser("image", help="manage the node's images: import FILE, ls, rm REFERENCE")
+    image.add_argument("action", choices=["import", "ls", "rm"])
+    image.add_argument("target", nargs="?", default="", metavar="FILE|REFERENCE")
+    image.add_argument("--reference", default=None,
+                       help="with import: name for an image the archive leaves unnamed")
+    image.add_argument("--runtime", default="runc", help="the container runtime pack (default runc)")
+    image.add_argument("--data-dir", type=Path, default=None,
+                       help="state directory (default /var/lib/microkube as root); images under DATA_DIR/RUNTIME")
+    image.add_argument("--no-autoload", action="store_true")
     plugins = commands.add_parser("plugins", help="list the loaded plugins")
     plugins.add_argument("--no-autoload", action="store_true")
     return parser
@@ -207,6 +216,13 @@ def _main(argv: list[str]) -> int:
         return _event_loop_runner()(_scheduler(args))  # type: ignore[no-any-return]
     if args.command == "simulate":
         return _event_loop_runner()(_simulate(args))  # type: ignore[no-any-return]
+    if args.command == "image":
+        if args.action in ("import", "rm") and not args.target:
+            raise CLIError(f"microkube: image {args.action} needs a "
+                           f"{'FILE' if args.action == 'import' else 'REFERENCE'}", EXIT_USAGE)
+        if args.action == "import" and not Path(args.target).is_file():
+            raise CLIError(f"microkube: {args.target} is not a file; give an OCI image-layout or docker-save tarball")
+        return asyncio.run(_image(args, _prepare_data_dir(args.data_dir or default_data_dir())))
     return _serve(args)
 
 
@@ -307,6 +323,35 @@ async def _controller_manager(args: argparse.Namespace) -> int:
     return await _run_until_signalled(manager.run_elected(), "microkube controller manager running: "
                                       f"{', '.join(r.name for r in manager.registrations)}", client,
                                       manager.render_metrics, args.metrics_listen)
+
+
+async def _image(args: argparse.Namespace, data_dir: Path) -> int:
+    from microkube.plugins import Plugins
+    from microkube_interfaces.cri import ImageImporter, ImageSpec
+
+    try:
+        registration = Plugins(autoload=False if args.no_autoload else None).registrar.runtimes.get(args.runtime)
+        images = registration.factory({"root": str(data_dir / args.runtime)}).images
+        if args.action == "import":
+            if not isinstance(images, ImageImporter):
+                raise CLIError(f"microkube: runtime {args.runtime} cannot import image archives; pull from a "
+                               "registry instead")
+            for imported in await images.import_archive(args.target, args.reference):
+                print(f"imported {imported.reference} ({imported.id})")
+        elif args.action == "ls":
+            rows = [("IMAGE", "ID", "SIZE")]
+            for found in await images.list_images():
+                for tag in found.repo_tags or ("<none>",):
+                    rows.append((tag, found.id.removeprefix("sha256:")[:12], f"{found.size / 1e6:.1f}MB"))
+            widths = [max(len(r[i]) for r in rows) for i in range(3)]
+            for row in rows:
+                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        else:
+            await images.remove_image(ImageSpec(args.target))
+            print(f"removed {args.target}")
+    except errors.MicrokubeError as exc:
+        raise CLIError(f"microkube: {exc}") from None
+    return 0
 
 
 def _plugins(args: argparse.Namespace) -> int:

@@ -28,8 +28,9 @@ Idempotency (as CRI requires): ``stop_pod_sandbox``, ``remove_pod_sandbox``, ``s
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 INTERFACE = "cri"
 VERSION = "v1"
@@ -660,6 +661,16 @@ class RuntimeService(RuntimeVersioner, PodSandboxManager, ContainerManager, Cont
 
 
 @runtime_checkable
+@runtime_checkable
+class ImageImporter(Protocol):
+    """Optional beside ImageService: load images from a file, with no registry (``microkube image import``)."""
+
+    async def import_archive(self, path: str, reference: str | None = None) -> Sequence[Any]:
+        """Import an OCI image-layout or ``docker save`` tarball; ``reference`` names an image the archive
+        leaves unnamed. Returns the images imported, each with ``.reference`` and ``.id``; raises
+        errors.Invalid naming what is wrong with a malformed archive."""
+
+
 class ImageService(Protocol):
     """CRI's ImageService: the images present on the node."""
 
