@@ -661,7 +661,6 @@ class RuntimeService(RuntimeVersioner, PodSandboxManager, ContainerManager, Cont
 
 
 @runtime_checkable
-@runtime_checkable
 class ImageImporter(Protocol):
     """Optional beside ImageService: load images from a file, with no registry (``microkube image import``)."""
 
@@ -671,6 +670,7 @@ class ImageImporter(Protocol):
         errors.Invalid naming what is wrong with a malformed archive."""
 
 
+@runtime_checkable
 class ImageService(Protocol):
     """CRI's ImageService: the images present on the node."""
 
