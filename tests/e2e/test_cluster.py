@@ -100,6 +100,11 @@ def test_deployment_rollout_scale_undo_pause_resume(k: Kubectl) -> None:
     assert {p["spec"]["containers"][0]["image"] for p in running(k, "roll")} == {"web:1"}, "paused rollouts wait"
     k("rollout", "resume", "deployment/web", "-n", "roll")
     k("rollout", "status", "deployment/web", "-n", "roll", "--timeout=60s")
+    before = {p["metadata"]["name"] for p in running(k, "roll")}
+    k("rollout", "restart", "deployment/web", "-n", "roll")
+    k("rollout", "status", "deployment/web", "-n", "roll", "--timeout=60s")
+    wait_for(lambda: not before & {p["metadata"]["name"] for p in running(k, "roll")}
+             and len(running(k, "roll")) == 4, "every pod replaced by the restart")
     k("scale", "deployment/web", "-n", "roll", "--replicas=7")
     wait_for(lambda: len(running(k, "roll")) == 7, "7 running replicas")
     wait_for(lambda: {p["spec"]["containers"][0]["image"] for p in running(k, "roll")} == {"web:3"}, "web:3")
