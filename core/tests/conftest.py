@@ -26,3 +26,4 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Any, Client]]:
 @pytest.fixture
 def client(cluster: tuple[Any, Client]) -> Client:
     return cluster[1]
+

@@ -11,8 +11,8 @@ from typing import Any
 
 from microkube.client import Client, Resource
 from microkube.controllers.daemonset import NODES as NODE_REF
-from microkube.controllers.manager import ControllerManager
 from microkube.controllers.nodelifecycle import NodeLifecycleController, desired_taints, eviction_time
+from microkube.testing import running_controllers
 from microkube.timestamps import format_micro_time, format_time, utcnow
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import ControllerRegistration
@@ -40,13 +40,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0)
 async def controller(client: Client, **options: float) -> AsyncIterator[None]:
     registration = ControllerRegistration("nodelifecycle", NODE_REF,
                                           lambda ctx: NodeLifecycleController(ctx, **options))
-    running = asyncio.create_task(ControllerManager(client, [registration]).run())
-    try:
+    async with running_controllers(client, registration):
         yield
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
 
 
 def ready_condition(status: str) -> dict[str, Any]:

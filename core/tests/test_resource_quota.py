@@ -13,8 +13,8 @@ import pytest
 
 from microkube.apiserver.quota import Quantity, format_quantity, missing_requests, pod_requests, usage
 from microkube.client import Client, Resource
-from microkube.controllers.manager import ControllerManager
 from microkube.controllers.resourcequota import RESOURCEQUOTAS, ResourceQuotaController
+from microkube.testing import running_controllers
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import ControllerRegistration
 
@@ -30,13 +30,8 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments")
 @contextlib.asynccontextmanager
 async def controller(client: Client) -> AsyncIterator[None]:
     registration = ControllerRegistration("resourcequota", RESOURCEQUOTAS, ResourceQuotaController)
-    running = asyncio.create_task(ControllerManager(client, [registration]).run())
-    try:
+    async with running_controllers(client, registration):
         yield
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
 
 
 async def used_becomes(client: Client, name: str, expected: dict[str, str], namespace: str = "default") -> None:

@@ -7,6 +7,7 @@ the machine's kubectl 1.32 against it with its discovery and HTTP caches isolate
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -202,3 +203,17 @@ def kubectl(microkube_server: ServerProcess, tmp_path: Path) -> Kubectl:
     if binary is None:
         pytest.fail("kubectl 1.32 is not installed; .ci/run installs it")
     return Kubectl(binary, microkube_server.kubeconfig, tmp_path / "kubectl-home")
+
+
+@contextlib.asynccontextmanager
+async def running_controllers(client: Any, *registrations: Any) -> AsyncIterator[None]:
+    """A ControllerManager running just these ControllerRegistrations for the duration of the block."""
+    from microkube.controllers.manager import ControllerManager
+
+    running = asyncio.create_task(ControllerManager(client, registrations).run())
+    try:
+        yield
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running

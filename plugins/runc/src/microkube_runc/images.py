@@ -785,8 +785,9 @@ class _HashingReader:
             pass
 
 
-def _safe_parent(root: Path, rel: str) -> Path | None:
-    """``root/rel`` when every existing parent component inside ``root`` is a real directory."""
+def _safe_parent(root: Path, rel: str, *, create: bool = False) -> Path | None:
+    """``root/rel`` when every parent component inside ``root`` is a real directory (missing ones are
+    made when ``create``, else the answer is None)."""
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if not parts or ".." in parts:
         return None
@@ -796,28 +797,17 @@ def _safe_parent(root: Path, rel: str) -> Path | None:
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            return None
+            if not create:
+                return None
+            os.mkdir(current, 0o755)
+            continue
         if not stat.S_ISDIR(st.st_mode):
             return None
     return current / parts[-1]
 
 
 def _make_parents(root: Path, rel: str) -> Path | None:
-    """Like ``_safe_parent`` but creates missing parents; None when one is not a real directory."""
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        return None
-    current = root
-    for part in parts[:-1]:
-        current = current / part
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            os.mkdir(current, 0o755)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            return None
-    return current / parts[-1]
+    return _safe_parent(root, rel, create=True)
 
 
 def unpack_layer(stream: Any, dest: Path, *, overlay_format: bool) -> dict[str, Any]:
