@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     server_options(commands.add_parser(
         "server", help="run the control plane: API server and store, controller manager and scheduler"))
     server_options(commands.add_parser(
-        "up", help="bring up a one-machine cluster on the embedded defaults (for now: the control plane)"))
+        "up", help="bring up a one-machine cluster on the embedded defaults (for now: the control plane with its "
+                   "controller manager and scheduler; --simulate-nodes N for nodes until the node agent exists)"))
     manager = commands.add_parser(
         "controller-manager", help="run the reconcile loops against an API server (leader-elected)")
     manager.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the API server to manage")
