@@ -140,9 +140,6 @@ class SchedulerCache:
         self.unnominate(pod.key)
         self.nominated.setdefault(node_name, {})[pod.key] = pod
 
-    def nominated_node(self, key: str) -> str | None:
-        return next((name for name, pods in self.nominated.items() if key in pods), None)
-
     def unnominate(self, key: str) -> None:
         if not self.nominated:
             return

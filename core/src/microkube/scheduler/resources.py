@@ -6,8 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from microkube.apiserver.quantity import parse_quantity
+from microkube.client import Resource
 from microkube.controllers.runtime import object_key
 from microkube_interfaces.scheduling import NodeInfo, PodInfo, Resources
+
+PODS = Resource("", "v1", "pods")
 
 #: kube-scheduler scores containers that request nothing as if they asked for this much
 DEFAULT_MILLI_CPU = 100

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from microkube.metrics import Exposition, Histogram
 from microkube.scheduler.cache import SchedulerCache
 from microkube.scheduler.framework import Diagnosis, Framework
 from microkube.scheduler.queue import SchedulingQueue
-from microkube.scheduler.resources import pod_info
+from microkube.scheduler.resources import PODS, pod_info
 from microkube_interfaces import errors
 from microkube_interfaces.controllers import Cache, ResourceRef
 from microkube_interfaces.scheduling import (
@@ -37,7 +36,6 @@ from microkube_interfaces.scheduling import (
 log = logging.getLogger(__name__)
 
 DEFAULT_SCHEDULER = "default-scheduler"
-PODS = Resource("", "v1", "pods")
 NODES = Resource("", "v1", "nodes", namespaced=False)
 PRIORITY_CLASSES = ResourceRef("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", namespaced=False)
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
@@ -231,11 +229,6 @@ class Scheduler:
         # deleted must not pick a second set of victims
         if diagnosis.pre_filter is None and self.framework.post_filters and key not in self._post_filtering:
             self._post_filtering.add(key)
-            nominated = self.cache.nominated_node(key)
-            if nominated and not (info.pod.get("status") or {}).get("nominatedNodeName"):
-                # our nomination may not have come back through the watch yet
-                info = dataclasses.replace(info, pod={**info.pod, "status": {
-                    **(info.pod.get("status") or {}), "nominatedNodeName": nominated}})
             try:
                 result = await self.framework.post_filter(state, info, diagnosis)
             except Exception as exc:

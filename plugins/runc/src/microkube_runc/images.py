@@ -225,16 +225,9 @@ class ImageStore:
         self._inflight.blobs.add(expected)
         if self.has_blob(expected):
             return expected
-        hasher = hashlib.sha256()
         tmp = self.temp_path()
-        written = 0
         try:
-            with open(tmp, "wb") as out:
-                while chunk := stream.read(_CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    written += len(chunk)
-            digest = "sha256:" + hasher.hexdigest()
+            digest, written = _copy_hashing(stream, tmp)
             if digest != expected or (size >= 0 and written != size):
                 raise DigestMismatch(f"{what}: content has digest {digest} ({written} bytes), "
                                      f"expected {expected}" + (f" ({size} bytes)" if size >= 0 else ""))
@@ -539,16 +532,9 @@ class ImageStore:
         return imported
 
     def _write_unverified(self, stream: IO[bytes]) -> tuple[str, int]:
-        hasher = hashlib.sha256()
         tmp = self.temp_path()
-        size = 0
         try:
-            with open(tmp, "wb") as out:
-                while chunk := stream.read(_CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            digest = "sha256:" + hasher.hexdigest()
+            digest, size = _copy_hashing(stream, tmp)
             self._inflight.blobs.add(digest)
             if not self.has_blob(digest):
                 os.replace(tmp, self.blob_path(digest))
@@ -783,6 +769,18 @@ class _HashingReader:
     def drain(self) -> None:
         while self.read(_CHUNK):
             pass
+
+
+def _copy_hashing(stream: IO[bytes], target: Path) -> tuple[str, int]:
+    """Copy ``stream`` into ``target``; its sha256 digest and size."""
+    hasher = hashlib.sha256()
+    size = 0
+    with open(target, "wb") as out:
+        while chunk := stream.read(_CHUNK):
+            hasher.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    return "sha256:" + hasher.hexdigest(), size
 
 
 def _safe_parent(root: Path, rel: str, *, create: bool = False) -> Path | None:

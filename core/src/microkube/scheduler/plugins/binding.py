@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from microkube.client import Resource
+from microkube.scheduler.resources import PODS
 from microkube_interfaces import errors
 from microkube_interfaces.scheduling import CycleState, PodInfo, SchedulerHandle, Status
-
-PODS = Resource("", "v1", "pods")
 
 
 class DefaultBinder:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from microkube.client import Resource
-from microkube.scheduler.resources import node_info
+from microkube.scheduler.resources import PODS, node_info
 from microkube_interfaces import errors
 from microkube_interfaces.scheduling import (
     Code,
@@ -27,7 +26,6 @@ from microkube_interfaces.scheduling import (
 
 log = logging.getLogger(__name__)
 
-PODS = Resource("", "v1", "pods")
 NOT_HELPFUL = "Preemption is not helpful for scheduling"
 NO_VICTIMS = "No preemption victims found for incoming pod"
 
