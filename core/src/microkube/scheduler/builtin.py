@@ -1,18 +1,26 @@
-"""The built-in scheduler plugins (kube-scheduler's default profile), registered like any pack's."""
+"""The built-in scheduler plugins (kube-scheduler's default profile), registered like any pack's.
+
+The plugin modules (and numpy, which their fast path needs) are imported when a scheduler builds
+them, not when the plugin manager loads: the API server and the other commands never pay for them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
 
-from microkube.scheduler.plugins.affinity import InterPodAffinity, PodTopologySpread
-from microkube.scheduler.plugins.binding import DefaultBinder
-from microkube.scheduler.plugins.noderesources import NodeResourcesBalancedAllocation, NodeResourcesFit
-from microkube.scheduler.plugins.nodes import NodeAffinity, NodeName, NodePorts, NodeUnschedulable, TaintToleration
-from microkube.scheduler.plugins.preemption import DefaultPreemption
-from microkube.scheduler.plugins.volumes import VolumeBinding
 from microkube_interfaces.hookspecs import PluginInfo, ServerSettings
 from microkube_interfaces.markers import hookimpl
 from microkube_interfaces.scheduling import SchedulerHandle, SchedulerPlugin, SchedulerPluginRegistration
+
+PLUGINS = "microkube.scheduler.plugins"
+
+
+def _lazy(module: str, name: str, *args: str) -> Callable[[SchedulerHandle], SchedulerPlugin]:
+    def build(handle: SchedulerHandle) -> SchedulerPlugin:
+        plugin: SchedulerPlugin = getattr(importlib.import_module(f"{PLUGINS}.{module}"), name)(handle, *args)
+        return plugin
+    return build
 
 
 @hookimpl
@@ -23,22 +31,19 @@ def microkube_plugin_info() -> PluginInfo:
 @hookimpl
 def microkube_scheduler_plugins(settings: ServerSettings) -> Sequence[SchedulerPluginRegistration]:
     strategy = str(settings.options.get("scoring_strategy", "LeastAllocated"))
-
-    def fit(handle: SchedulerHandle) -> SchedulerPlugin:
-        return NodeResourcesFit(handle, strategy)
-
     # order and weights follow kube-scheduler's default profile
     return [
-        SchedulerPluginRegistration("NodeUnschedulable", NodeUnschedulable),
-        SchedulerPluginRegistration("NodeName", NodeName),
-        SchedulerPluginRegistration("TaintToleration", TaintToleration, weight=3),
-        SchedulerPluginRegistration("NodeAffinity", NodeAffinity, weight=2),
-        SchedulerPluginRegistration("NodePorts", NodePorts),
-        SchedulerPluginRegistration("NodeResourcesFit", fit, weight=1),
-        SchedulerPluginRegistration("VolumeBinding", VolumeBinding),
-        SchedulerPluginRegistration("PodTopologySpread", PodTopologySpread, weight=2),
-        SchedulerPluginRegistration("InterPodAffinity", InterPodAffinity, weight=2),
-        SchedulerPluginRegistration("NodeResourcesBalancedAllocation", NodeResourcesBalancedAllocation, weight=1),
-        SchedulerPluginRegistration("DefaultPreemption", DefaultPreemption),
-        SchedulerPluginRegistration("DefaultBinder", DefaultBinder),
+        SchedulerPluginRegistration("NodeUnschedulable", _lazy("nodes", "NodeUnschedulable")),
+        SchedulerPluginRegistration("NodeName", _lazy("nodes", "NodeName")),
+        SchedulerPluginRegistration("TaintToleration", _lazy("nodes", "TaintToleration"), weight=3),
+        SchedulerPluginRegistration("NodeAffinity", _lazy("nodes", "NodeAffinity"), weight=2),
+        SchedulerPluginRegistration("NodePorts", _lazy("nodes", "NodePorts")),
+        SchedulerPluginRegistration("NodeResourcesFit", _lazy("noderesources", "NodeResourcesFit", strategy)),
+        SchedulerPluginRegistration("VolumeBinding", _lazy("volumes", "VolumeBinding")),
+        SchedulerPluginRegistration("PodTopologySpread", _lazy("affinity", "PodTopologySpread"), weight=2),
+        SchedulerPluginRegistration("InterPodAffinity", _lazy("affinity", "InterPodAffinity"), weight=2),
+        SchedulerPluginRegistration("NodeResourcesBalancedAllocation",
+                                    _lazy("noderesources", "NodeResourcesBalancedAllocation")),
+        SchedulerPluginRegistration("DefaultPreemption", _lazy("preemption", "DefaultPreemption")),
+        SchedulerPluginRegistration("DefaultBinder", _lazy("binding", "DefaultBinder")),
     ]
