@@ -520,10 +520,14 @@ class CNIConformance:
         delete_netns_sync(path)
         await cni_plugin.delete(request)
         await cni_plugin.delete(replace(request, netns=""))
-        await asyncio.sleep(0)
         leftover = self.host_interfaces(result) & await host_links()
         again = replace(request, netns=await netns_factory("gone0b"))
         leftover -= self.host_interfaces(await cni_plugin.add(again))  # shared ones (the bridge) come back
+        for _ in range(40):  # the kernel destroys a removed namespace, and veth ends in it, asynchronously
+            if not leftover:
+                break
+            await asyncio.sleep(0.05)
+            leftover &= await host_links()
         await cni_plugin.delete(again)
         assert not leftover, f"DEL left host interfaces {sorted(leftover)}"
 
