@@ -6,9 +6,11 @@ Names, short names, categories, verbs and subresources follow kube-apiserver 1.3
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from microkube.apiserver import defaults, printers, validation
+from microkube.apiserver import csr, defaults, printers, validation
+from microkube_interfaces.admission import AdmissionPlugin
 from microkube_interfaces.hookspecs import PluginInfo, ResourceRegistration, ServerSettings
 from microkube_interfaces.markers import hookimpl
 from microkube_interfaces.resources import Object, ResourceType
@@ -75,6 +77,8 @@ _TABLE: tuple[tuple[str, str, str, str, bool, tuple[str, ...], tuple[str, ...], 
     ("coordination.k8s.io", "v1", "Lease", "leases", True, (), (), (), ALL_VERBS),
     ("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", False, (), (), (), ALL_VERBS),
     ("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, (), (), (), ALL_VERBS),
+    ("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", False, ("csr",), (),
+     ("approval", "status"), ALL_VERBS),
 )
 
 #: OpenAPI definition package of each group's v1 kinds.
@@ -86,6 +90,7 @@ _DEFINITION_PACKAGES = {
     "apiextensions.k8s.io": "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1",
     "scheduling.k8s.io": "io.k8s.api.scheduling.v1", "coordination.k8s.io": "io.k8s.api.coordination.v1",
     "node.k8s.io": "io.k8s.api.node.v1", "discovery.k8s.io": "io.k8s.api.discovery.v1",
+    "certificates.k8s.io": "io.k8s.api.certificates.v1",
 }
 
 class BuiltinStrategy:
@@ -116,15 +121,27 @@ def resource_type(group: str, version: str, kind: str, plural: str, namespaced: 
 
 
 def builtin_registrations() -> list[ResourceRegistration]:
-    return [ResourceRegistration(resource_type(*row), BuiltinStrategy(row[0], row[2])) for row in _TABLE]
+    found = []
+    for row in _TABLE:
+        if (row[0], row[2]) == (csr.GROUP, csr.KIND):
+            found.append(ResourceRegistration(replace(resource_type(*row), printer_columns=csr.COLUMNS),
+                                              csr.CSRStrategy()))
+        else:
+            found.append(ResourceRegistration(resource_type(*row), BuiltinStrategy(row[0], row[2])))
+    return found
 
 
 @hookimpl
 def microkube_plugin_info() -> PluginInfo:
-    return PluginInfo(name="builtin-resources", interfaces={"resources": ("v1",)},
+    return PluginInfo(name="builtin-resources", interfaces={"resources": ("v1",), "admission": ("v1",)},
                       description="the built-in kinds of Kubernetes 1.32")
 
 
 @hookimpl
 def microkube_resource_types(settings: ServerSettings) -> Sequence[ResourceRegistration]:
     return builtin_registrations()
+
+
+@hookimpl
+def microkube_admission_plugins(settings: ServerSettings) -> Sequence[AdmissionPlugin]:
+    return [csr.CSRAdmission()]

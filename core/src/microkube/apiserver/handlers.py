@@ -183,7 +183,7 @@ class Handlers:
             raise ApiError(404, "NotFound", f"{r.plural} are cluster-scoped: use /{info.path.split('/')[1]}/"
                                             f"{r.group_version}/{r.plural} without a namespace")
         namespace = info.namespace if r.namespaced else ""
-        if info.subresource and info.subresource not in ("status",):
+        if info.subresource and info.subresource not in ("status", "approval"):
             return await self.server.subresources.handle(request, info, served, namespace, user)
         verb = info.verb
         if verb == "get":

@@ -452,7 +452,7 @@ class ObjectStore:
     def _prepare_update(self, served: Served, current: dict[str, Any], new: dict[str, Any],
                         subresource: str) -> dict[str, Any]:
         r = served.resource
-        if subresource == "status":
+        if subresource in ("status", "approval"):  # approval: the CSR admission keeps only its conditions
             status = new.get("status")
             new = copy.deepcopy(current)
             if status is None:
