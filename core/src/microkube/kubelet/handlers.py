@@ -282,7 +282,8 @@ def decode_health_response(data: bytes) -> int:
         elif wire_type == 1:
             pos += 8
         elif wire_type == 2:
-            pos += read_varint()
+            length = read_varint()  # read first: ``pos += read_varint()`` would add to the old position
+            pos += length
         elif wire_type == 5:
             pos += 4
         else:
