@@ -381,6 +381,12 @@ class VolumeManager:
                     pass
             if not _mounts_under(target):
                 shutil.rmtree(target, ignore_errors=True)
+            # and the plugin, volumes and pod directories this left empty
+            for parent in (target.parent, target.parent.parent, target.parent.parent.parent):
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
 
     @staticmethod
     def _error(volume: Object, exc: BaseException) -> VolumeError:
@@ -580,7 +586,8 @@ class _Context:
 
     async def keyed(self, kind: str, source: Object, default: int) -> dict[str, tuple[bytes, int]]:
         """A configMap or secret source: every key, or the listed items (key -> path, mode)."""
-        name = source.get("name", "")
+        # a secret volume names its secret in secretName, a projected secret source in name
+        name = source.get("secretName") or source.get("name") or ""
         label = "configmap" if kind == "configMap" else "secret"
         obj = await self.get(kind, name)
         if obj is None:
