@@ -81,7 +81,7 @@ async def test_missing_and_optional_sources(client: Client) -> None:
     env = await _env(client, _pod(optional))
     assert "A" not in env and "B" not in env and env["C"] == "c"
 
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"envFrom": [{"configMapRef": {"name": "absent"}}]}, 'configmap "absent" not found'),
         ({"envFrom": [{"secretRef": {"name": "absent"}}]}, 'secret "absent" not found'),
         ({"env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "NAME"}}}]},
