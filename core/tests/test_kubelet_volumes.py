@@ -261,6 +261,7 @@ async def test_mounts_subpaths_and_their_safety(client: Client, tmp_path: Path) 
     mounts = manager.mounts(pod, container, paths)
     assert mounts[0] == cri.Mount("/data", str(scratch / "a/b"))
     assert (scratch / "a/b").is_dir() and (scratch / "web-1/logs").is_dir()
+    assert _mode(scratch / "a") == _mode(scratch / "a/b") == 0o777
     assert mounts[1] == cri.Mount("/logs", str(scratch / "web-1/logs"), readonly=True)
     assert mounts[2].propagation == cri.MountPropagation.PROPAGATION_HOST_TO_CONTAINER
     with_env = manager.mounts(pod, {"name": "app", "volumeMounts": [container["volumeMounts"][1]]}, paths,

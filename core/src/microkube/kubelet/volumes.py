@@ -249,7 +249,14 @@ def _safe_subpath(volume_path: str, sub: str, create: bool) -> str:
         raise _Failed(f"subPath `{sub}` resolves to {resolved}, outside the volume: symlinks out of a volume are "
                       f"not followed")
     if create and not os.path.lexists(joined):
-        os.makedirs(joined, mode=stat.S_IMODE(os.stat(base).st_mode), exist_ok=True)
+        # created with the volume's own mode (not the umask's), as kubelet does, so an emptyDir stays 0777
+        perm = stat.S_IMODE(os.stat(base).st_mode)
+        current = base
+        for part in os.path.normpath(sub).split("/"):
+            current = os.path.join(current, part)
+            if not os.path.lexists(current):
+                os.mkdir(current, perm)
+                os.chmod(current, perm)
         resolved = os.path.realpath(joined)
         if not resolved.startswith(base + "/"):
             raise _Failed(f"subPath `{sub}` resolves to {resolved}, outside the volume")
