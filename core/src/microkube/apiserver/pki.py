@@ -59,6 +59,44 @@ class PKI:
         cert = _sign(_name(common_name, organizations), key, ca_cert.subject, ca_key, days, client=True)
         return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
+    def issue_serving_cert(self, common_name: str, hosts: tuple[str, ...] | list[str],
+                           days: int = CERT_DAYS) -> tuple[bytes, bytes]:
+        """A CA-signed serving certificate (PEM cert, PEM key) whose SANs are ``hosts`` (IPs or DNS names),
+        e.g. a kubelet's for its node addresses."""
+        if not hosts:
+            raise errors.Invalid.field("hosts", "a serving certificate needs at least one address or name")
+        ca_cert, ca_key = _load_cert(self.ca_cert), _load_key(self.ca_key)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _sign(_name(common_name), key, ca_cert.subject, ca_key, days, hosts=tuple(hosts))
+        return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+#: The API server's client identity towards kubelets (kubeadm's apiserver-kubelet-client).
+KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
+
+
+def kubelet_client_credentials(pki_dir: Path) -> tuple[Path, Path, Path]:
+    """(CA cert, client cert, client key) the API server presents to kubelets, issued once from the cluster
+    CA under ``pki_dir`` (CN=kube-apiserver-kubelet-client, O=system:masters) and renewed near expiry."""
+    directory = Path(pki_dir)
+    ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
+    cert_path, key_path = directory / "apiserver-kubelet-client.crt", directory / "apiserver-kubelet-client.key"
+    if not ca_cert.exists() or not ca_key.exists():
+        raise errors.Permanent(f"no cluster CA in {directory} (ca.crt, ca.key): the API server cannot make its "
+                               "kubelet client certificate")
+    issuer = _load_cert(ca_cert)
+    if cert_path.exists() and key_path.exists():
+        current = _load_cert(cert_path)
+        _load_key(key_path)
+        if _fresh(current) and current.issuer == issuer.subject:
+            return ca_cert, cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _sign(_name(KUBELET_CLIENT_CN, ("system:masters",)), key, issuer.subject, _load_key(ca_key), CERT_DAYS,
+                 client=True)
+    _write_private(key_path, _key_pem(key))
+    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return ca_cert, cert_path, key_path
+
 
 def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]

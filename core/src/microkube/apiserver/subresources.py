@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -292,6 +293,13 @@ class Subresources:
                     node = await self.server.objects.get(nodes, "", node_name)
             if simulated.is_simulated(node):
                 return await simulated.answer(request, info.subresource, obj, node_name)
+            if node is None:
+                raise ApiError(503, "ServiceUnavailable", f"pod {namespace}/{info.name} is bound to node "
+                               f"{node_name}, which is not registered: its kubelet cannot be reached")
+            from microkube.apiserver import nodeproxy
+
+            pki_dir = Path(self.server.settings.data_dir) / "pki"
+            return await nodeproxy.forward(request, info.subresource, obj, node, pki_dir)
         raise ApiError(503, "ServiceUnavailable",
                        f"{served.resource.plural}/{info.subresource} is not available yet: this microkube server "
                        f"has no kubelet API proxy (it arrives with the node agent)", retry_after=None)
