@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from microkube.controllers import certificates
 from microkube.controllers.cronjob import CRONJOBS, CronJobController
 from microkube.controllers.daemonset import DAEMONSETS, NODES, DaemonSetController
 from microkube.controllers.deployment import DEPLOYMENTS, DeploymentController
@@ -60,4 +61,5 @@ def microkube_controllers(settings: ServerSettings) -> Sequence[ControllerRegist
         ControllerRegistration("replicationcontroller", REPLICATIONCONTROLLERS, _replicationcontrollers,
                                owns=(PODS,)),
         ControllerRegistration("resourcequota", RESOURCEQUOTAS, ResourceQuotaController),
+        *certificates.registrations(settings.options),
     ]
