@@ -112,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     grace_option(manager)
     manager.add_argument("--metrics-listen", type=_listen_or_off, default=("127.0.0.1", 10257), metavar="HOST:PORT",
                          help="plain-HTTP /metrics and /healthz (default 127.0.0.1:10257; 'off' to disable)")
+    manager.add_argument("--cluster-signing-cert-file", type=Path, default=None, metavar="FILE",
+                         help="the cluster CA certificate csrsigning issues node certificates with")
+    manager.add_argument("--cluster-signing-key-file", type=Path, default=None, metavar="FILE",
+                         help="its private key (without both, csrsigning does not run)")
     scheduler = commands.add_parser("scheduler", help="run a scheduler against an API server (leader-elected)")
     scheduler.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the API server")
     scheduler.add_argument("--scheduler-name", action="append", default=[], metavar="NAME",
@@ -146,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--data-dir", type=Path, default=None,
                        help="state directory (default /var/lib/microkube as root); images under DATA_DIR/RUNTIME")
     image.add_argument("--no-autoload", action="store_true")
+    token = commands.add_parser("token", help="join tokens for nodes: create [--ttl 24h] [--description TEXT], "
+                                              "list, delete ID")
+    token.add_argument("action", choices=["create", "list", "delete"])
+    token.add_argument("id", nargs="?", default="", metavar="ID", help="with delete: the token or its id")
+    token.add_argument("--ttl", default="24h", help="with create: lifetime, e.g. 24h, 90m; 0 = never expires")
+    token.add_argument("--description", default="", help="with create: what the token is for")
+    token.add_argument("--data-dir", type=Path, default=None, help="the server's data dir (its kubeconfig is used)")
+    token.add_argument("--kubeconfig", type=Path, default=None, help="an admin kubeconfig (instead of --data-dir)")
     plugins = commands.add_parser("plugins", help="list the loaded plugins")
     plugins.add_argument("--no-autoload", action="store_true")
     return parser
@@ -211,6 +223,12 @@ def _main(argv: list[str]) -> int:
         return EXIT_USAGE
     if args.command == "plugins":
         return _plugins(args)
+    if args.command == "token":
+        from microkube.bootstrap import token_command
+        try:
+            return asyncio.run(token_command(args, args.data_dir or default_data_dir()))
+        except errors.MicrokubeError as exc:
+            raise CLIError(f"microkube: {exc}") from None
     if args.command == "controller-manager":
         return _event_loop_runner()(_controller_manager(args))  # type: ignore[no-any-return]
     if args.command == "scheduler":
@@ -315,6 +333,9 @@ async def _controller_manager(args: argparse.Namespace) -> int:
             options["node_monitor_grace_period"] = args.node_monitor_grace_period
         if args.cluster_cidr is not None:
             options["cluster_cidr"] = args.cluster_cidr
+        if args.cluster_signing_cert_file or args.cluster_signing_key_file:
+            options["cluster_signing_cert_file"] = args.cluster_signing_cert_file
+            options["cluster_signing_key_file"] = args.cluster_signing_key_file
         registrations = plugins.controllers(ServerSettings(data_dir=str(args.kubeconfig.parent), options=options))
         disabled = [name.strip() for name in args.disable.split(",") if name.strip()]
         manager = ControllerManager(client, registrations, disabled=disabled)
@@ -476,7 +497,11 @@ def _components(args: argparse.Namespace, kubeconfig: Path) -> dict[str, list[st
         grace = [] if args.node_monitor_grace_period is None else [
             "--node-monitor-grace-period", str(args.node_monitor_grace_period)]
         cidr = [] if args.cluster_cidr is None else ["--cluster-cidr", args.cluster_cidr]
-        components["controller-manager"] = [*base, "controller-manager", *common, *autoload, *grace, *cidr]
+        pki = kubeconfig.parent / "pki"
+        signing = ["--cluster-signing-cert-file", str(pki / "ca.crt"),
+                   "--cluster-signing-key-file", str(pki / "ca.key")]
+        components["controller-manager"] = [*base, "controller-manager", *common, *autoload, *grace, *cidr,
+                                            *signing]
     if not args.no_scheduler:
         components["scheduler"] = [*base, "scheduler", *common, *autoload]
     if args.simulate_nodes:
