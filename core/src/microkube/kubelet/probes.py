@@ -43,6 +43,8 @@ JITTER_SHARE = 0.1
 MAX_JITTER = 1.0
 #: kubelet retries a probe that errored up to this many times within one period.
 MAX_PROBE_RETRIES = 3
+#: Undrained failures kept per pod.
+MAX_PENDING_FAILURES = 100
 
 
 class ProbeFailure(NamedTuple):
@@ -212,7 +214,9 @@ class ProbeManager:
         if self._instances.get((instance.pod_uid, instance.name)) is not instance:
             return
         instance.last_failure[kind] = message
-        self._failures.setdefault(instance.pod_uid, []).append(ProbeFailure(instance.name, kind, message))
+        pending = self._failures.setdefault(instance.pod_uid, [])
+        pending.append(ProbeFailure(instance.name, kind, message))
+        del pending[:-MAX_PENDING_FAILURES]  # nobody draining: keep the newest
         self._notify(instance.pod_uid)
 
     async def _worker(self, instance: _Instance, kind: str, spec: ProbeSpec, container: dict[str, Any],
@@ -226,9 +230,9 @@ class ProbeManager:
         while True:
             tick = loop.time()
             wake.clear()
-            gated = (kind == STARTUP and instance.results.get(STARTUP) is True) or (
-                kind != STARTUP and instance.results.get(STARTUP, True) is not True)
-            if not gated:
+            if kind == STARTUP and instance.results.get(STARTUP) is True:
+                return  # started: this instance needs no more startup probes
+            if kind == STARTUP or instance.results.get(STARTUP, True) is True:
                 ok, message = await self._probe(instance, kind, spec, container, pod_ip)
                 if ok is not None:
                     if ok != last:
