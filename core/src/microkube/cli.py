@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     server_options(commands.add_parser(
         "server", help="run the control plane: API server and store, controller manager and scheduler"))
     server_options(commands.add_parser(
-        "up", help="bring up a one-machine cluster on the embedded defaults (for now: the control plane with its "
-                   "controller manager and scheduler; --simulate-nodes N for nodes until the node agent exists)"))
+        "up", help="bring up a one-machine cluster on the embedded defaults: the control plane (API server on "
+                   "SQLite, controller manager, scheduler) and this machine as a node (runc containers, bridge "
+                   "network)"))
     manager = commands.add_parser(
         "controller-manager", help="run the reconcile loops against an API server (leader-elected)")
     manager.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig of the API server to manage")
@@ -141,6 +142,41 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--max-pods", type=_non_negative, default=110, help="pods per node (default 110)")
     simulate.add_argument("--lease-interval", type=float, default=10.0, metavar="SECONDS",
                           help="how often each node renews its Lease (default 10, as the kubelet)")
+    def node_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--node-name", default=None, help="this node's name (default: the host name)")
+        sub.add_argument("--node-ip", default=None, metavar="IP",
+                         help="the address other nodes and the API server reach this node on (default: the "
+                              "address of the default route)")
+        sub.add_argument("--runtime", default="runc", help="container runtime pack (default runc)")
+        sub.add_argument("--network", default="bridge", help="pod network pack (default bridge)")
+        sub.add_argument("--kubelet-port", type=_port, default=10250, metavar="PORT",
+                         help="port of the kubelet API (default 10250; 0 picks a free one)")
+        sub.add_argument("--pod-manifest-path", type=Path, default=None, metavar="DIR",
+                         help="directory of static pod manifests")
+        sub.add_argument("--max-pods", type=_non_negative, default=110, help="pods this node runs at most (110)")
+
+    kubelet = commands.add_parser("kubelet", help="run the node agent against an API server with given credentials")
+    kubelet.add_argument("--kubeconfig", type=Path, required=True, help="the node's kubeconfig")
+    kubelet.add_argument("--root-dir", type=Path, required=True, help="the node's state directory")
+    kubelet.add_argument("--tls-cert-file", type=Path, required=True, help="serving certificate of the kubelet API")
+    kubelet.add_argument("--tls-private-key-file", type=Path, required=True, help="its key")
+    kubelet.add_argument("--client-ca-file", type=Path, required=True,
+                         help="CA whose client certificates the kubelet API accepts (the cluster CA)")
+    kubelet.add_argument("--no-autoload", action="store_true")
+    node_options(kubelet)
+    agent = commands.add_parser("agent", help="join this machine to a cluster as a node: "
+                                              "microkube agent --server URL --token TOKEN")
+    agent.add_argument("--server", required=True, metavar="URL", help="the API server, https://HOST:PORT")
+    agent.add_argument("--token", required=True, help="a join token from `microkube token create`")
+    agent.add_argument("--ca-cert-hash", default=None, metavar="sha256:HEX",
+                       help="pin the cluster CA (printed by `microkube token create`)")
+    agent.add_argument("--data-dir", type=Path, default=None,
+                       help="the node's state directory (default /var/lib/microkube/node as root)")
+    agent.add_argument("--no-autoload", action="store_true")
+    node_options(agent)
+    for sub in (commands.choices["up"],):
+        sub.add_argument("--no-node", action="store_true", help="bring up the control plane only (no node agent)")
+        node_options(sub)
     image = commands.add_parser("image", help="manage the node's images: import FILE, ls, rm REFERENCE")
     image.add_argument("action", choices=["import", "ls", "rm"])
     image.add_argument("target", nargs="?", default="", metavar="FILE|REFERENCE")
@@ -174,6 +210,13 @@ def _non_negative(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
+    return number
+
+
+def _port(value: str) -> int:
+    number = _non_negative(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port (0-65535)")
     return number
 
 
@@ -235,6 +278,10 @@ def _main(argv: list[str]) -> int:
         return _event_loop_runner()(_scheduler(args))  # type: ignore[no-any-return]
     if args.command == "simulate":
         return _event_loop_runner()(_simulate(args))  # type: ignore[no-any-return]
+    if args.command == "kubelet":
+        return _event_loop_runner()(_kubelet(args))  # type: ignore[no-any-return]
+    if args.command == "agent":
+        return _event_loop_runner()(_agent(args))  # type: ignore[no-any-return]
     if args.command == "image":
         if args.action in ("import", "rm") and not args.target:
             raise CLIError(f"microkube: image {args.action} needs a "
@@ -345,6 +392,63 @@ async def _controller_manager(args: argparse.Namespace) -> int:
     return await _run_until_signalled(manager.run_elected(), "microkube controller manager running: "
                                       f"{', '.join(r.name for r in manager.registrations)}", client,
                                       manager.render_metrics, args.metrics_listen)
+
+
+def _kubelet_config(args: argparse.Namespace, root: Path, **files: Path) -> Any:
+    from microkube.kubelet.agent import KubeletConfig
+    from microkube.kubelet.node import default_node_name
+
+    return KubeletConfig(node_name=args.node_name or default_node_name(), root=root, runtime=args.runtime,
+                         network=args.network, node_ip=args.node_ip, port=args.kubelet_port,
+                         pod_manifest_path=args.pod_manifest_path, max_pods=args.max_pods, **files)
+
+
+async def _run_kubelet(client: Any, config: Any, args: argparse.Namespace) -> int:
+    from microkube.kubelet.agent import Kubelet
+    from microkube.plugins import Plugins
+
+    try:
+        plugins = Plugins(autoload=False if args.no_autoload else None)
+        kubelet = Kubelet(client, config, plugins.registrar)
+    except (errors.MicrokubeError, ValueError, OSError) as exc:
+        await client.close()
+        raise CLIError(f"microkube: {exc}") from None
+    return await _run_until_signalled(kubelet.run(), f"microkube kubelet running node {config.node_name} "
+                                      f"(runtime {config.runtime}, network {config.network})", client)
+
+
+async def _kubelet(args: argparse.Namespace) -> int:
+    for option, path in (("--tls-cert-file", args.tls_cert_file), ("--tls-private-key-file", args.tls_private_key_file),
+                         ("--client-ca-file", args.client_ca_file)):
+        if not path.is_file():
+            raise CLIError(f"microkube: {option} {path} does not exist")
+    client = _client_for(args, "microkube-kubelet")
+    config = _kubelet_config(args, _prepare_data_dir(args.root_dir), cert_file=args.tls_cert_file,
+                             key_file=args.tls_private_key_file, client_ca_file=args.client_ca_file)
+    return await _run_kubelet(client, config, args)
+
+
+async def _agent(args: argparse.Namespace) -> int:
+    from microkube import bootstrap
+    from microkube.client import Client
+    from microkube.kubelet import machine
+    from microkube.kubelet.node import default_node_name
+
+    root = _prepare_data_dir(args.data_dir or (default_data_dir() / "node"))
+    node_name = args.node_name or default_node_name()
+    if not args.server.startswith("https://"):
+        raise CLIError(f"microkube: --server {args.server!r} must be an https:// URL of the API server", EXIT_USAGE)
+    try:
+        bootstrap.parse_token(args.token)
+        kubeconfig = await bootstrap.join(args.server, args.token, node_name=node_name, data_dir=root,
+                                          ca_cert_hash=args.ca_cert_hash)
+        client = Client.from_kubeconfig(kubeconfig, user_agent="microkube-kubelet")
+        addresses = [a["address"] for a in machine.addresses(node_name, args.node_ip)]
+        cert, key = await bootstrap.serving_certificate(client, node_name, addresses, root)
+    except errors.MicrokubeError as exc:
+        raise CLIError(f"microkube: {exc}") from None
+    config = _kubelet_config(args, root, cert_file=cert, key_file=key, client_ca_file=root / "pki" / "ca.crt")
+    return await _run_kubelet(client, config, args)
 
 
 async def _image(args: argparse.Namespace, data_dir: Path) -> int:
@@ -504,6 +608,24 @@ def _components(args: argparse.Namespace, kubeconfig: Path) -> dict[str, list[st
                                             *signing]
     if not args.no_scheduler:
         components["scheduler"] = [*base, "scheduler", *common, *autoload]
+    if args.command == "up" and not args.no_node:
+        from microkube import bootstrap
+        from microkube.kubelet import machine
+        from microkube.kubelet.node import default_node_name
+
+        node_name = args.node_name or default_node_name()
+        node_dir = kubeconfig.parent / "node"
+        node_dir.mkdir(exist_ok=True)
+        addresses = [a["address"] for a in machine.addresses(node_name, args.node_ip)]
+        node_kubeconfig, cert, key = bootstrap.local_credentials(kubeconfig.parent, node_name, node_dir, addresses)
+        components["kubelet"] = [
+            *base, "kubelet", "--kubeconfig", str(node_kubeconfig), "--root-dir", str(node_dir), *autoload,
+            "--tls-cert-file", str(cert), "--tls-private-key-file", str(key),
+            "--client-ca-file", str(kubeconfig.parent / "pki" / "ca.crt"), "--node-name", node_name,
+            "--runtime", args.runtime, "--network", args.network, "--kubelet-port", str(args.kubelet_port),
+            "--max-pods", str(args.max_pods),
+            *(["--node-ip", args.node_ip] if args.node_ip else []),
+            *(["--pod-manifest-path", str(args.pod_manifest_path)] if args.pod_manifest_path else [])]
     if args.simulate_nodes:
         # nodes renew their Leases four times per grace period, as kubelets do (10 s of 40 s)
         renew = 10.0 if args.node_monitor_grace_period is None else min(10.0, args.node_monitor_grace_period / 4)

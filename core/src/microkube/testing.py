@@ -49,6 +49,8 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     #: run the controller manager and scheduler beside the API server (off: tests drive the API alone)
     components: bool = False
+    #: ``server``, or ``up`` for the control plane and this machine as a node
+    subcommand: str = "server"
     port: int = 0
     process: subprocess.Popen[str] | None = None
     url: str = ""
@@ -59,7 +61,7 @@ class ServerProcess:
         return self.data_dir / "kubeconfig"
 
     def command(self) -> list[str]:
-        args = [sys.executable, "-m", "microkube.cli", "server", "--data-dir", str(self.data_dir),
+        args = [sys.executable, "-m", "microkube.cli", self.subcommand, "--data-dir", str(self.data_dir),
                 "--listen", f"127.0.0.1:{self.port}"]
         if self.store:
             args += ["--store", self.store]
