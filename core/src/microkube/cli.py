@@ -394,13 +394,15 @@ async def _controller_manager(args: argparse.Namespace) -> int:
                                       manager.render_metrics, args.metrics_listen)
 
 
-def _kubelet_config(args: argparse.Namespace, root: Path, **files: Path) -> Any:
+def _kubelet_config(args: argparse.Namespace, root: Path, *, cert_file: Path, key_file: Path,
+                    client_ca_file: Path) -> Any:
     from microkube.kubelet.agent import KubeletConfig
     from microkube.kubelet.node import default_node_name
 
     return KubeletConfig(node_name=args.node_name or default_node_name(), root=root, runtime=args.runtime,
                          network=args.network, node_ip=args.node_ip, port=args.kubelet_port,
-                         pod_manifest_path=args.pod_manifest_path, max_pods=args.max_pods, **files)
+                         pod_manifest_path=args.pod_manifest_path, max_pods=args.max_pods, cert_file=cert_file,
+                         key_file=key_file, client_ca_file=client_ca_file)
 
 
 async def _run_kubelet(client: Any, config: Any, args: argparse.Namespace) -> int:

@@ -68,7 +68,7 @@ class Kubelet:
         self.runtime: cri.RuntimeService = pack.runtime
         self.images: cri.ImageService = pack.images
         self.capabilities: cri.RuntimeCapabilities = pack.capabilities
-        self.network: Any | None = None
+        self.network: cni.CNIPlugin | None = None
         self.network_error = "the pod network is not set up yet: waiting for the node's spec.podCIDR"
         self.recorder = EventRecorder(client, "kubelet")
         self.volumes = VolumeManager(client, self.root, config.node_name)
@@ -359,6 +359,9 @@ class Kubelet:
                                         key_file=config.key_file, client_ca_file=config.client_ca_file,
                                         authenticate_token=self.authenticate_token)
             self.bound_port = await self.server.start(config.listen_host, config.port)
+        with contextlib.suppress(errors.NotFound):  # a restart: the network first, so the node stays Ready
+            await self.node.refresh()
+            await self._ensure_network()
         await self.node.register()
         await self._ensure_network()
         self.informer = Informer(self.client, PODS, field_selector=f"spec.nodeName={config.node_name}")

@@ -86,7 +86,7 @@ class PodState:
 class PodWorkers:
     def __init__(self, *, client: Client, node_name: str, host_ip: Callable[[], str], root: Path,
                  runtime: cri.RuntimeService, images: cri.ImageService, capabilities: cri.RuntimeCapabilities,
-                 network: Any | None, volumes: VolumeManager, recorder: EventRecorder,
+                 network: cni.CNIPlugin | None, volumes: VolumeManager, recorder: EventRecorder,
                  node_allocatable: Callable[[], dict[str, str]], runtime_scheme: str,
                  on_status: Callable[[PodState, Object], Any] | None = None, workers: int = 8) -> None:
         self.client = client
@@ -315,8 +315,9 @@ class PodWorkers:
         netns = status.info.get("netns", "")
         if not netns:
             raise errors.Permanent(f"the runtime reports no network namespace for sandbox {sandbox_id}")
+        assert self.network is not None
         result = await self.network.add(self._attachment(state.pod, sandbox_id, netns))
-        ips = result.addresses()
+        ips: list[str] = result.addresses()
         path = self._network_file(state.uid)
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -326,7 +327,7 @@ class PodWorkers:
         return ips
 
     async def _network_del(self, state: PodState, sandbox_id: str) -> None:
-        if not self._networked(state.pod):
+        if not self._networked(state.pod) or self.network is None:
             return
         netns = ""
         with contextlib.suppress(errors.NotFound):
@@ -349,7 +350,7 @@ class PodWorkers:
         pod_ip = pod_ips[0] if pod_ips else self.host_ip()
         for container in containerspec.init_containers(pod):
             name = container["name"]
-            latest = (instances.get(name) or [None])[-1]
+            latest = _latest(instances, name)
             if containerspec.is_sidecar(container):
                 if latest is not None and latest.running:
                     await self._keep_running(state, container, latest, sandbox_id, pod_ip, paths, "sidecar", wake)
@@ -369,7 +370,7 @@ class PodWorkers:
                                         wake)
             return
         for container in containerspec.containers(pod):
-            latest = (instances.get(container["name"]) or [None])[-1]
+            latest = _latest(instances, container["name"])
             if latest is not None and latest.running:
                 await self._keep_running(state, container, latest, sandbox_id, pod_ip, paths, "", wake)
                 continue
@@ -410,6 +411,10 @@ class PodWorkers:
                 image = container.get("image", "")
                 state.waiting[name] = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
                 wake.append(image_backoff.until - now)
+                return
+            start_backoff = state.backoff.get(name)
+            if start_backoff is not None and now < start_backoff.until and name in state.waiting:
+                wake.append(start_backoff.until - now)  # the last create failed: its reason stays until then
                 return
             await self._start(state, container, sandbox_id, pod_ip, paths, kind, 0)
             if name in state.waiting:
@@ -553,6 +558,7 @@ class PodWorkers:
             mounts = self.volumes.mounts(pod, container, paths, env=envs)
         except (EnvError, VolumeError) as exc:
             state.waiting[name] = ("CreateContainerConfigError", str(exc))
+            state.backoff.setdefault(name, Backoff()).next(time.monotonic())
             self._event(state, "Warning", "Failed", f"Error: {exc}", name)
             return
         message_file = self._termination_file(state.uid, name, restart_count)
@@ -568,6 +574,7 @@ class PodWorkers:
             cid = await self.runtime.create_container(sandbox_id, config, sandbox_config)
         except errors.MicrokubeError as exc:
             state.waiting[name] = ("CreateContainerError", str(exc))
+            state.backoff.setdefault(name, Backoff()).next(time.monotonic())
             self._event(state, "Warning", "Failed", f"Error: {exc}", name)
             return
         self._event(state, "Normal", "Created", f"Created container {name}", name)
@@ -575,6 +582,7 @@ class PodWorkers:
             await self.runtime.start_container(cid)
         except errors.MicrokubeError as exc:
             state.waiting[name] = ("RunContainerError", str(exc))
+            state.backoff.setdefault(name, Backoff()).next(time.monotonic())
             self._event(state, "Warning", "Failed", f"Error: {exc}", name)
             with contextlib.suppress(errors.MicrokubeError):
                 await self.runtime.remove_container(cid)
@@ -690,6 +698,11 @@ class PodWorkers:
             if self.on_status is not None:
                 await self.on_status(state, new)
         return new
+
+
+def _latest(instances: dict[str, list[podstatus.Instance]], name: str) -> podstatus.Instance | None:
+    found = instances.get(name)
+    return found[-1] if found else None
 
 
 def _rmtree(path: Path) -> None:
