@@ -199,7 +199,7 @@ async def _http_get(spec: dict[str, Any], pod_ip: str, container: dict[str, Any]
                 return ActionResult(False, f'Get "{current}": '
                                            f"{_dial_error(_join_host_port(current.host or '', port), exc.os_error)}")
             except (aiohttp.ClientError, OSError) as exc:
-                return ActionResult(False, f'Get "{current}": {exc or type(exc).__name__}')
+                return ActionResult(False, f'Get "{current}": {str(exc) or type(exc).__name__}')
             if purpose == "hook":
                 return ActionResult(True, "", body)
             if status in _REDIRECT_CODES and location:
