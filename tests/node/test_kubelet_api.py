@@ -88,10 +88,10 @@ class Env:
     tmp: Path
 
     async def kubectl(self, *args: str, stdin: bytes | None = None, check: bool = True,
-                      timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+                      limit: float = 30) -> subprocess.CompletedProcess[bytes]:
         result = await asyncio.to_thread(
             subprocess.run, [KUBECTL, "--kubeconfig", str(self.server.kubeconfig), *args], input=stdin,
-            capture_output=True, timeout=timeout, check=False)
+            capture_output=True, timeout=limit, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}: {result.stderr.decode()}")
         return result
@@ -107,12 +107,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _count_lines(path: str) -> int:
+    return Path(path).read_text().count("\n") if os.path.exists(path) else 0
+
+
 async def _wait_output(directory: Directory, pack: Any) -> None:
     """Until the ticker logged a few lines and httpd answers inside the pod."""
     deadline = asyncio.get_running_loop().time() + 15
     log_path = directory.containers["app"].log_path
     while True:
-        lines = Path(log_path).read_text().count("\n") if os.path.exists(log_path) else 0
+        lines = await asyncio.to_thread(_count_lines, log_path)
         try:
             stream = await pack.runtime.port_forward(directory.sandbox, 80)
             await stream.close()
@@ -269,7 +273,7 @@ async def test_port_forward_with_kubectl(kapi_env: Env) -> None:
 
 
 def _http_get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback test URL)
+    with urllib.request.urlopen(url, timeout=10) as response:
         return bytes(response.read())
 
 
