@@ -10,6 +10,7 @@ logs, execs, copies files and port-forwards through the API server's relay to th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -342,3 +343,20 @@ async def test_unreachable_kubelet_is_named(kapi_env: Env) -> None:
         await client.request("POST", "/api/v1/namespaces/default/pods", body=pod)
     result = await kapi_env.kubectl("logs", "kapi-orphan", check=False)
     assert result.returncode == 1 and b"node kapi-gone has no InternalIP or Hostname" in result.stderr
+
+
+async def test_tty_and_attach_limits_of_the_runtime_are_explained(kapi_env: Env) -> None:
+    from microkube.testing import client_ssl_context
+
+    url, context = client_ssl_context(kapi_env.server.kubeconfig)
+    query = "container=app&command=sh&stdin=true&stdout=true&tty=true"
+    async with aiohttp.ClientSession() as session, session.ws_connect(
+            f"{url}/api/v1/namespaces/default/pods/{POD}/exec?{query}", protocols=["v5.channel.k8s.io"],
+            ssl=context) as socket:
+        assert socket.protocol == "v5.channel.k8s.io"
+        message = await socket.receive_bytes(timeout=10)
+    assert message[0] == 3
+    status = json.loads(message[1:])
+    assert status["status"] == "Failure" and "cannot allocate a terminal" in status["message"]
+    attach = await kapi_env.kubectl("attach", POD, "-c", "app", check=False)
+    assert attach.returncode == 1 and b"does not support attach" in attach.stderr
