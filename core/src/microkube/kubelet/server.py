@@ -32,7 +32,7 @@ from microkube_interfaces import cri, errors
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
-_USER_KEY = "microkube.kubelet.user"
+_USER_KEY = web.RequestKey("microkube.kubelet.user", str)
 
 
 @dataclass(frozen=True)
