@@ -334,6 +334,23 @@ async def test_kubelet_needs_credentials_and_known_paths(kapi_env: Env) -> None:
             assert response.status == 400 and "tailLines" in (await response.json())["message"]
 
 
+async def test_kubelet_takes_bearer_tokens_when_given_an_authenticator(kapi_env: Env) -> None:
+    async def authenticate(token: str) -> str | None:
+        return "tester" if token == "good" else None
+
+    context = ssl.create_default_context(cafile=str(kapi_env.pki_dir / "ca.crt"))
+    url = f"https://127.0.0.1:{kapi_env.kubelet_port}/containerLogs/default/{POD}/app?tailLines=1"
+    kapi_env.kubelet.authenticate_token = authenticate
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url, ssl=context, headers={"Authorization": "Bearer good"}) as response:
+                assert response.status == 200
+            async with session.get(url, ssl=context, headers={"Authorization": "Bearer bad"}) as response:
+                assert response.status == 401
+    finally:
+        kapi_env.kubelet.authenticate_token = None
+
+
 async def test_unreachable_kubelet_is_named(kapi_env: Env) -> None:
     async with Client.from_kubeconfig(kapi_env.server.kubeconfig) as client:
         other = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "kapi-gone"}}
