@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -83,10 +84,6 @@ class Kubelet:
         self._relisted: dict[str, tuple[tuple[str, int], ...]] = {}
         self._tokens: dict[str, tuple[float, str | None]] = {}
         self._background: set[asyncio.Future[None]] = set()
-        #: For the kubelet API, refreshed by every relist: pod uid -> ready sandbox id, and pod uid ->
-        #: container name -> its instances (id, log file, running, restart count), oldest first.
-        self._sandbox_cache: dict[str, str] = {}
-        self._instances_cache: dict[str, dict[str, list[tuple[str, str, bool, int]]]] = {}
 
     # -- readiness -------------------------------------------------------------------------------
 
@@ -155,62 +152,47 @@ class Kubelet:
         return self._state(namespace, name).pod
 
     def sandbox_id(self, namespace: str, name: str) -> str:
+        assert self.workers is not None
         state = self._state(namespace, name)
-        sandbox = self._sandbox_cache.get(state.uid)
-        if not sandbox:
+        locations = self.workers.locations.get(state.uid)
+        if locations is None or not locations.sandbox_id:
             raise errors.NotFound(f'pod "{name}" in namespace "{namespace}" has no running sandbox')
-        return sandbox
+        return locations.sandbox_id
 
     def container(self, namespace: str, name: str, container: str, *, previous: bool = False) -> ContainerLocation:
+        assert self.workers is not None
         state = self._state(namespace, name)
-        instances = self._instances_cache.get(state.uid, {}).get(container)
         specs = containerspec.containers(state.pod) + containerspec.init_containers(state.pod)
         spec = next((c for c in specs if c["name"] == container), None)
         if spec is None:
             raise errors.NotFound(f'container "{container}" in pod "{name}" is not valid')
+        locations = self.workers.locations.get(state.uid)
+        instances = locations.containers.get(container) if locations is not None else None
         if not instances:
             raise errors.NotFound(f'container "{container}" in pod "{name}" is waiting to start')
-        if previous:
-            if len(instances) < 2:
-                raise errors.NotFound(f'previous terminated container "{container}" in pod "{name}" not found')
-            chosen = instances[-2]
-        else:
-            chosen = instances[-1]
-        return ContainerLocation(container_id=chosen[0], log_path=chosen[1], running=chosen[2],
-                                 tty=bool(spec.get("tty")), stdin=bool(spec.get("stdin")))
+        if previous and len(instances) < 2:
+            raise errors.NotFound(f'previous terminated container "{container}" in pod "{name}" not found')
+        chosen = instances[-2] if previous else instances[-1]
+        return dataclasses.replace(chosen, tty=bool(spec.get("tty")), stdin=bool(spec.get("stdin")))
 
-    async def _refresh_locations(self) -> None:
-        """Sandbox ids and container instances by pod, for the kubelet API (refreshed by the relist)."""
-        sandboxes: dict[str, str] = {}
-        for sandbox in await self.runtime.list_pod_sandbox(
-                cri.PodSandboxFilter(state=cri.PodSandboxState.SANDBOX_READY)):
-            uid = sandbox.labels.get(containerspec.POD_UID, "")
-            if uid:
-                sandboxes[uid] = sandbox.id
-        self._sandbox_cache = sandboxes
-        instances: dict[str, dict[str, list[tuple[str, str, bool, int]]]] = {}
+    async def _refresh_locations(self, uids: set[str]) -> None:
+        """Container states for the kubelet API of pods whose containers changed since the last relist."""
         assert self.workers is not None
-        for container in await self.runtime.list_containers():
-            uid = container.labels.get(containerspec.POD_UID, "")
+        for uid in uids:
             state = self.workers.pods.get(uid)
             if state is None:
                 continue
-            restart = int(container.annotations.get(containerspec.RESTART_COUNT, "0") or 0)
-            name = container.metadata.name
-            log_path = str(Path(self.workers.log_directory(state.pod)) / name / f"{restart}.log")
-            instances.setdefault(uid, {}).setdefault(name, []).append(
-                (container.id, log_path, container.state == cri.ContainerState.CONTAINER_RUNNING, restart))
-        for per_pod in instances.values():
-            for items in per_pod.values():
-                items.sort(key=lambda item: item[3])
-        self._instances_cache = instances
+            sandboxes = await self.workers.sandboxes(uid)
+            ready = [s.id for s in sandboxes if s.state == cri.PodSandboxState.SANDBOX_READY]
+            self.workers.remember(state, ready[-1] if ready else "", await self.workers.instances(uid))
 
     # -- sources ---------------------------------------------------------------------------------
 
     def _on_pod(self, event: str, pod: Object, old: Object | None) -> None:
         assert self.workers is not None
         if static.is_mirror(pod):
-            if event == "DELETED":
+            # a mirror pod deleted (or being deleted) by someone else comes back, as long as its manifest stays
+            if event == "DELETED" or pod["metadata"].get("deletionTimestamp"):
                 uid = (pod["metadata"].get("annotations") or {}).get(static.CONFIG_MIRROR, "")
                 if uid in self.static_pods:
                     task = asyncio.ensure_future(self._ensure_mirror(self.static_pods[uid]))
@@ -292,11 +274,12 @@ class Kubelet:
             uid = container.labels.get(containerspec.POD_UID, "")
             now.setdefault(uid, []).append((container.id, int(container.state)))
         frozen = {uid: tuple(sorted(items)) for uid, items in now.items()}
-        for uid in set(frozen) | set(self._relisted):
-            if frozen.get(uid) != self._relisted.get(uid) and uid in self.workers.pods:
-                self.workers.queue.add(uid)
+        changed = {uid for uid in set(frozen) | set(self._relisted)
+                   if frozen.get(uid) != self._relisted.get(uid) and uid in self.workers.pods}
+        for uid in changed:
+            self.workers.queue.add(uid)
         self._relisted = frozen
-        await self._refresh_locations()
+        await self._refresh_locations(changed)
 
     async def _housekeeping(self) -> None:
         """Remove what belongs to no known pod: sandboxes (with their network) and pod directories."""

@@ -31,6 +31,8 @@ from microkube.kubelet import containerspec, handlers
 from microkube.kubelet import status as podstatus
 from microkube.kubelet.envvars import EnvError, container_env
 from microkube.kubelet.probes import ProbeManager
+from microkube.kubelet.probes import event_message as probe_event_message
+from microkube.kubelet.server import ContainerLocation
 from microkube.kubelet.volumes import VolumeError, VolumeManager
 from microkube.timestamps import format_time, utcnow
 from microkube_interfaces import cni, cri, errors
@@ -60,6 +62,14 @@ class Backoff:
     def next(self, now: float) -> None:
         self.delay = BACKOFF_INITIAL if not self.delay else min(BACKOFF_MAX, self.delay * 2)
         self.until = now + self.delay
+
+
+@dataclass
+class Locations:
+    """A pod's ready sandbox ("" when none) and its container instances by name, oldest first."""
+
+    sandbox_id: str
+    containers: dict[str, list[ContainerLocation]]
 
 
 @dataclass
@@ -103,6 +113,7 @@ class PodWorkers:
         self.runtime_scheme = runtime_scheme
         self.on_status = on_status
         self.pods: dict[str, PodState] = {}
+        self.locations: dict[str, Locations] = {}
         self.queue = WorkQueue(base_delay=0.2, max_delay=30.0)
         self.probes = ProbeManager(runtime, self.queue.add)
         self.workers = workers
@@ -216,6 +227,16 @@ class PodWorkers:
         except OSError:
             return ""
 
+    def remember(self, state: PodState, sandbox_id: str,
+                 instances: dict[str, list[podstatus.Instance]]) -> None:
+        """What the kubelet API looks up (sandbox, container instances with their log files), as of now."""
+        log_directory = Path(self.log_directory(state.pod))
+        self.locations[state.uid] = Locations(sandbox_id, {
+            name: [ContainerLocation(container_id=i.status.id, log_path=str(log_directory / name /
+                                                                           f"{i.restart_count}.log"),
+                                     running=i.running) for i in items]
+            for name, items in instances.items()})
+
     # -- sync ------------------------------------------------------------------------------------
 
     async def sync(self, state: PodState) -> float | None:
@@ -235,6 +256,9 @@ class PodWorkers:
             await self._stop_pod(state, grace=0, remove=False)
             state.torn_down = True
             return None
+        for failure in self.probes.failures(state.uid):
+            self._event(state, "Warning", "Unhealthy", probe_event_message(failure.kind, failure.message),
+                        failure.container)
         try:
             paths = await self.volumes.setup(pod)
         except VolumeError as exc:
@@ -249,6 +273,7 @@ class PodWorkers:
         if sandbox is not None:
             await self._sync_containers(state, sandbox, pod_ips, paths, instances, wake)
             instances = await self.instances(state.uid)
+        self.remember(state, sandbox or "", instances)
         status = await self._report(state, sandbox_ready=sandbox is not None, pod_ips=pod_ips, instances=instances)
         if status.get("phase") in ("Succeeded", "Failed"):
             await self._stop_pod(state, grace=0, remove=False)
@@ -391,7 +416,7 @@ class PodWorkers:
             return
         failure = self.probes.liveness_failed(state.uid, name)
         if failure:
-            self._event(state, "Normal", "Killing", f"Container {name} failed liveness probe, will be restarted", name)
+            self._event(state, "Normal", "Killing", failure, name)
             await self._kill(state, container, cid, self._grace(state.pod))
             await self._start(state, container, sandbox_id, pod_ip, paths, kind, latest.restart_count + 1)
             return
@@ -593,7 +618,7 @@ class PodWorkers:
         post_start = ((container.get("lifecycle") or {}).get("postStart"))
         if post_start:
             result = await handlers.run_action(post_start, runtime=self.runtime, container_id=cid, pod_ip=pod_ip,
-                                               container=container, timeout=float(self._grace(pod)))
+                                               container=container, timeout=float(self._grace(pod)), purpose="hook")
             if not result.ok:
                 self._event(state, "Warning", "FailedPostStartHook", result.message, name)
                 await self._kill(state, container, cid, self._grace(pod), run_pre_stop=False)
@@ -612,7 +637,7 @@ class PodWorkers:
                 try:
                     result = await asyncio.wait_for(handlers.run_action(
                         pre_stop, runtime=self.runtime, container_id=cid, pod_ip=self._pod_ip(state),
-                        container=container, timeout=float(grace)), grace)
+                        container=container, timeout=float(grace), purpose="hook"), grace)
                     if not result.ok:
                         self._event(state, "Warning", "FailedPreStopHook", result.message, name)
                 except TimeoutError:
@@ -667,6 +692,7 @@ class PodWorkers:
         if not state.gone and not self.is_static(state.pod):
             await self._delete_from_api(state)
         self.pods.pop(state.uid, None)
+        self.locations.pop(state.uid, None)
 
     async def _delete_from_api(self, state: PodState) -> None:
         meta = state.pod["metadata"]
