@@ -170,7 +170,8 @@ async def test_replicaset_controller_keeps_the_count(cluster: tuple[object, Clie
 
     _, client = cluster
     registrations = Plugins(autoload=False).controllers(ServerSettings(data_dir=str(tmp_path)))
-    assert {r.name for r in registrations} == {"cronjob", "daemonset", "deployment", "disruption", "endpoints",
+    assert {r.name for r in registrations} == {"bootstrapsigner", "cronjob", "csrapproving", "daemonset",
+                                               "deployment", "disruption", "endpoints",
                                                "job", "nodeipam", "nodelifecycle", "podgc", "replicaset",
                                                "replicationcontroller", "resourcequota", "serviceaccount",
                                                "statefulset"}

@@ -71,6 +71,10 @@ CONFIGMAPS = Resource("", "v1", "configmaps")
 CSRS = Resource("certificates.k8s.io", "v1", "certificatesigningrequests", namespaced=False)
 
 
+class UnsignedToken(errors.Unauthenticated):
+    """cluster-info has no signature for this token id (yet: the bootstrapsigner may not have run)."""
+
+
 # -- tokens ---------------------------------------------------------------------------------------
 
 def parse_token(text: str) -> tuple[str, str]:
@@ -283,7 +287,7 @@ async def fetch_cluster_info(server_url: str, token: str, ca_cert_hash_value: st
     kubeconfig = data.get("kubeconfig") or ""
     signature = data.get(JWS_PREFIX + token_id)
     if not signature:
-        raise errors.Unauthenticated(
+        raise UnsignedToken(
             f"the join token does not match this cluster: {server_url} has no cluster-info signature for token id "
             f"{token_id!r} (the token does not exist, has expired, or was deleted; create one with "
             "`microkube token create` on the server)")
@@ -512,7 +516,17 @@ async def join(server_url: str, token: str, *, node_name: str, data_dir: Path, c
                          ca_pem=ca_path.read_bytes()) and \
             (ca_cert_hash is None or ca_cert_hash_matches(ca_path.read_bytes(), ca_cert_hash)):
         return kubeconfig
-    _, ca_pem = await fetch_cluster_info(server_url, token, ca_cert_hash)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    while True:
+        # as kubeadm's discovery: retry until the server answers and cluster-info carries our signature
+        try:
+            _, ca_pem = await fetch_cluster_info(server_url, token, ca_cert_hash)
+            break
+        except (errors.NotFound, errors.Retryable, UnsignedToken):
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(min(1.0, max(0.0, deadline - loop.time())))
     key = _new_key()
     request_pem = make_request(key, node_subject(node_name))
     async with Client(server_url, ssl_context=_tls_context(ca_pem), token=token.strip(),

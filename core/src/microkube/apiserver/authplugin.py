@@ -33,6 +33,10 @@ AUTHENTICATED = "system:authenticated"
 PUBLIC_PATHS = frozenset({"/healthz", "/livez", "/readyz", "/version", "/version/"})
 #: What a bootstrap token may do besides discovery: request its node's certificate and wait for it.
 BOOTSTRAP_VERBS = frozenset({"create", "get", "list", "watch"})
+#: What every authenticated user may ask about itself (Kubernetes' system:basic-user role).
+SELF_REVIEWS = frozenset({("authentication.k8s.io", "selfsubjectreviews"),
+                          ("authorization.k8s.io", "selfsubjectaccessreviews"),
+                          ("authorization.k8s.io", "selfsubjectrulesreviews")})
 #: How long a bootstrap token Secret read is reused (a deleted token stops working within this).
 BOOTSTRAP_CACHE_SECONDS = 5.0
 
@@ -182,6 +186,8 @@ class AllowAuthenticated:
             if (attributes.is_resource_request and attributes.api_group == "certificates.k8s.io"
                     and attributes.resource == "certificatesigningrequests" and not attributes.subresource
                     and attributes.verb in BOOTSTRAP_VERBS):
+                return Decision.ALLOW, ""
+            if attributes.verb == "create" and (attributes.api_group, attributes.resource) in SELF_REVIEWS:
                 return Decision.ALLOW, ""
             return Decision.DENY, ("bootstrap tokens may only create, get, list and watch "
                                    "certificatesigningrequests (a node joins, then uses its own certificate)")
