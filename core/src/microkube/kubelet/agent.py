@@ -195,14 +195,25 @@ class Kubelet:
             if event == "DELETED" or pod["metadata"].get("deletionTimestamp"):
                 uid = (pod["metadata"].get("annotations") or {}).get(static.CONFIG_MIRROR, "")
                 if uid in self.static_pods:
-                    task = asyncio.ensure_future(self._ensure_mirror(self.static_pods[uid]))
-                    self._background.add(task)
-                    task.add_done_callback(self._background.discard)
+                    self._background_task(self._ensure_mirror(self.static_pods[uid]))
+                elif event != "DELETED":  # the mirror of a manifest that is gone
+                    meta = pod["metadata"]
+                    self._background_task(self._delete_mirror(meta["namespace"], meta["name"]))
             return
         if event == "DELETED":
             self.workers.remove(pod["metadata"]["uid"])
         else:
             self.workers.update(pod)
+
+    def _background_task(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _delete_mirror(self, namespace: str, name: str) -> None:
+        """Mirror pods go at once: nothing runs for them (their static pod is the kubelet's own)."""
+        with contextlib.suppress(errors.NotFound):
+            await self.client.request("DELETE", PODS.path(namespace, name), body={"gracePeriodSeconds": 0})
 
     async def _scan_static(self) -> None:
         if self.config.pod_manifest_path is None or self.workers is None:
@@ -212,8 +223,7 @@ class Kubelet:
         for uid in set(self.static_pods) - set(found):
             pod = self.static_pods.pop(uid)
             self.workers.remove(uid)
-            with contextlib.suppress(errors.NotFound):
-                await self.client.delete(PODS, pod["metadata"]["name"], pod["metadata"]["namespace"])
+            await self._delete_mirror(pod["metadata"]["namespace"], pod["metadata"]["name"])
         for uid, pod in found.items():
             if uid not in self.static_pods:
                 self.static_pods[uid] = pod
@@ -230,9 +240,7 @@ class Kubelet:
                 static.CONFIG_MIRROR) == meta["uid"] and not existing["metadata"].get("deletionTimestamp"):
             return
         if existing is not None:  # an outdated mirror (the manifest changed) or a pod in the way
-            with contextlib.suppress(errors.NotFound):
-                await self.client.request("DELETE", PODS.path(meta["namespace"], meta["name"]),
-                                          body={"gracePeriodSeconds": 0})
+            await self._delete_mirror(meta["namespace"], meta["name"])
         try:
             await self.client.create(PODS, static.mirror_pod(pod, self.node.uid if self.node else ""),
                                      meta["namespace"])
