@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--pod-manifest-path", type=Path, default=None, metavar="DIR",
                          help="directory of static pod manifests")
         sub.add_argument("--max-pods", type=_non_negative, default=110, help="pods this node runs at most (110)")
+        sub.add_argument("--runtime-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                         help="an option of the runtime pack (repeatable), e.g. pauseImage=REFERENCE")
+        sub.add_argument("--network-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                         help="an option of the network pack (repeatable), e.g. bridge=mkbr0, mtu=1400")
 
     kubelet = commands.add_parser("kubelet", help="run the node agent against an API server with given credentials")
     kubelet.add_argument("--kubeconfig", type=Path, required=True, help="the node's kubeconfig")
@@ -211,6 +215,18 @@ def _non_negative(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
     return number
+
+
+def _key_value(value: str) -> tuple[str, Any]:
+    key, sep, text = value.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{value!r} must be KEY=VALUE")
+    parsed: Any = text
+    if text.lower() in ("true", "false"):
+        parsed = text.lower() == "true"
+    elif text.isdigit():
+        parsed = int(text)
+    return key, parsed
 
 
 def _port(value: str) -> int:
@@ -401,7 +417,9 @@ def _kubelet_config(args: argparse.Namespace, root: Path, *, cert_file: Path, ke
 
     return KubeletConfig(node_name=args.node_name or default_node_name(), root=root, runtime=args.runtime,
                          network=args.network, node_ip=args.node_ip, port=args.kubelet_port,
-                         pod_manifest_path=args.pod_manifest_path, max_pods=args.max_pods, cert_file=cert_file,
+                         pod_manifest_path=args.pod_manifest_path, max_pods=args.max_pods,
+                         runtime_options=dict(args.runtime_option), network_options=dict(args.network_option),
+                         cert_file=cert_file,
                          key_file=key_file, client_ca_file=client_ca_file)
 
 
@@ -626,6 +644,8 @@ def _components(args: argparse.Namespace, kubeconfig: Path) -> dict[str, list[st
             "--client-ca-file", str(kubeconfig.parent / "pki" / "ca.crt"), "--node-name", node_name,
             "--runtime", args.runtime, "--network", args.network, "--kubelet-port", str(args.kubelet_port),
             "--max-pods", str(args.max_pods),
+            *[f"--runtime-option={k}={v}" for k, v in args.runtime_option],
+            *[f"--network-option={k}={v}" for k, v in args.network_option],
             *(["--node-ip", args.node_ip] if args.node_ip else []),
             *(["--pod-manifest-path", str(args.pod_manifest_path)] if args.pod_manifest_path else [])]
     if args.simulate_nodes:

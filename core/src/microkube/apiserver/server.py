@@ -59,6 +59,8 @@ class APIServer:
         self.cache = WatchCache(store)
         self.objects = ObjectStore(store, self.cache, plugins.admission_plugins(settings))
         self.objects.before_write[("", "Service")] = ServiceAllocator(self.cache).allocate
+        # authenticators that look objects up (bootstrap tokens) read them here, not over HTTP
+        settings.options.setdefault("object_reader", self.objects)
         self.authenticators = plugins.authenticators(settings)
         self.authorizer = plugins.authorizer(settings)
         self.token_issuer = TokenIssuer(sa_key_path)
