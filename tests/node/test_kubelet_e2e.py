@@ -67,7 +67,7 @@ def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") 
     raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
 
 
-def _scrub(node_dir: Path, cgroup_parent: str) -> None:
+def _scrub(node_dir: Path, cgroup_parent: str, *, bridge: str = BRIDGE, nft_table: str = NFT_TABLE) -> None:
     """Whatever a failed test left: containers, netns mounts, the cgroup tree, the bridge, the nft table."""
     runc_root = node_dir / "runc" / "state" / "runc"
     listed = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"], capture_output=True, text=True)
@@ -81,15 +81,15 @@ def _scrub(node_dir: Path, cgroup_parent: str) -> None:
             for pid in procs.read_text().split():
                 with contextlib.suppress(OSError):
                     os.kill(int(pid), signal.SIGKILL)
-        for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [top]:
+        for directory in [*sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), top]:
             with contextlib.suppress(OSError):
                 directory.rmdir()
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         target = line.split()[4]
         if target.startswith(str(node_dir)):
             subprocess.run(["umount", "-l", target], capture_output=True)
-    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
-    subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True, check=False)
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+    subprocess.run(["nft", "delete", "table", "inet", nft_table], capture_output=True, check=False)
 
 
 class Cluster:
@@ -479,6 +479,47 @@ def test_kubelet_restart_keeps_every_pod_running(cluster: Cluster) -> None:
     for name in before:
         cluster.wait_ready(name, 30)
     assert cluster.kubectl("exec", next(iter(before)), "--", "echo", "still here").strip() == "still here"
+
+
+def test_a_second_node_joins_with_a_token(cluster: Cluster, tmp_path: Path) -> None:
+    created = subprocess.run([sys.executable, "-m", "microkube.cli", "token", "create", "--data-dir",
+                              str(cluster.server.data_dir)], capture_output=True, text=True, check=True)
+    join = created.stdout.splitlines()[1].split()
+    assert join[:2] == ["microkube", "agent"]
+    agent_dir = tmp_path / "agent"
+    cgroup_parent = f"{cluster.cgroup_parent}-agent"
+    name = "mk-e2e-agent"
+    command = [sys.executable, "-m", "microkube.cli", *join[1:], "--data-dir", str(agent_dir), "--node-name", name,
+               "--kubelet-port", "0", "--network-option=bridge=mke2e1", "--network-option=nftTable=microkube-e2e1",
+               f"--runtime-option=cgroupParent={cgroup_parent}"]
+    log = (tmp_path / "agent.log").open("w")
+    agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                             env={**os.environ, "MICROKUBE_DISABLE_PLUGIN_AUTOLOAD": "0",
+                                  "MICROKUBE_PLUGINS": "runc,bridge"})
+    try:
+        eventually(lambda: "True" in cluster.kubectl("get", "node", name, "-o", "jsonpath={.status.conditions["
+                                                     "?(@.type=='Ready')].status}"), 90, "the joined node Ready")
+        identity = cluster.kubectl("--kubeconfig", str(agent_dir / "kubelet.kubeconfig"), "auth", "whoami",
+                                   "-o", "jsonpath={.status.userInfo.username}")
+        assert identity == f"system:node:{name}"
+        cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: on-agent}}
+spec:
+  nodeName: {name}
+  containers: [{{name: c, image: {IMAGE}, command: ["sh", "-c", "echo joined; sleep 3600"]}}]
+""")
+        pod = cluster.wait_ready("on-agent", 60)
+        assert pod["status"]["podIP"].startswith("10.236.")
+        assert cluster.kubectl("logs", "on-agent").strip() == "joined"  # through the agent's kubelet API
+        cluster.kubectl("delete", "pod", "on-agent", "--grace-period=1", "--wait=true", timeout=60)
+    finally:
+        agent.terminate()
+        agent.wait(30)
+        log.close()
+        cluster.kubectl.run("delete", "node", name, check=False)
+        _scrub(agent_dir, cgroup_parent, bridge="mke2e1", nft_table="microkube-e2e1")
 
 
 def test_after_every_pod_is_deleted_nothing_of_ours_is_left(cluster: Cluster) -> None:
