@@ -76,3 +76,18 @@ def test_plugins_lists_builtins() -> None:
     assert header.split() == ["NAME", "DISTRIBUTION", "VERSION", "INTERFACES"]
     names = {row.split()[0] for row in rows}
     assert {"store", "builtin-resources", "auth"} <= names
+
+
+def test_node_commands_refuse_wrong_input(tmp_path: Path) -> None:
+    assert "KEY=VALUE" in one_line_error(run("kubelet", "--kubeconfig", "k", "--root-dir", str(tmp_path),
+                                             "--tls-cert-file", "c", "--tls-private-key-file", "k",
+                                             "--client-ca-file", "ca", "--network-option", "bridge"))
+    assert "--tls-cert-file" in one_line_error(run("kubelet", "--kubeconfig", "k", "--root-dir", str(tmp_path),
+                                                   "--tls-cert-file", str(tmp_path / "absent"),
+                                                   "--tls-private-key-file", "k", "--client-ca-file", "ca"))
+    assert "https://" in one_line_error(run("agent", "--server", "http://127.0.0.1:6443", "--token",
+                                            "abcdef.0123456789abcdef", "--data-dir", str(tmp_path)))
+    line = one_line_error(run("agent", "--server", "https://127.0.0.1:1", "--token", "not-a-token",
+                              "--data-dir", str(tmp_path)))
+    assert "token" in line and "microkube token create" in line
+    assert "port" in one_line_error(run("up", "--kubelet-port", "70000"))
