@@ -374,6 +374,32 @@ spec:
     assert cluster.kubectl("exec", "staged", "-c", "main", "--", "cat", "/etc/cfg/file.txt") == "from a configmap"
 
 
+def test_security_context_basics(cluster: Cluster) -> None:
+    cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: locked}}
+spec:
+  securityContext: {{runAsUser: 1000, runAsGroup: 3000}}
+  containers:
+  - name: c
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {{drop: [ALL], add: [NET_BIND_SERVICE]}}
+""")
+    cluster.wait_ready("locked")
+    assert cluster.kubectl("exec", "locked", "--", "id", "-u").strip() == "1000"
+    assert cluster.kubectl("exec", "locked", "--", "id", "-g").strip() == "3000"
+    assert cluster.kubectl.run("exec", "locked", "--", "touch", "/written", check=False).returncode != 0
+    status = cluster.kubectl("exec", "locked", "--", "cat", "/proc/self/status")
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    assert int(fields["CapBnd"].strip(), 16) == 1 << 10  # CAP_NET_BIND_SERVICE only
+    assert fields["NoNewPrivs"].strip() == "1"
+
+
 def test_wrong_input_is_reported_in_status_and_events(cluster: Cluster) -> None:
     cluster.apply(f"""
 apiVersion: v1
