@@ -198,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--description", default="", help="with create: what the token is for")
     token.add_argument("--data-dir", type=Path, default=None, help="the server's data dir (its kubeconfig is used)")
     token.add_argument("--kubeconfig", type=Path, default=None, help="an admin kubeconfig (instead of --data-dir)")
+    cri_serve = commands.add_parser("cri-serve", help="serve a runtime pack as a CRI v1 gRPC endpoint on a unix socket")
+    cri_serve.add_argument("--runtime", default="runc", help="the runtime pack to serve (default runc)")
+    cri_serve.add_argument("--socket", type=Path, required=True, metavar="PATH", help="unix socket to listen on")
+    cri_serve.add_argument("--runtime-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                           help="an option of the runtime pack (repeatable), e.g. root=DIR")
+    cri_serve.add_argument("--no-autoload", action="store_true")
     plugins = commands.add_parser("plugins", help="list the loaded plugins")
     plugins.add_argument("--no-autoload", action="store_true")
     return parser
@@ -305,6 +311,9 @@ def _main(argv: list[str]) -> int:
         if args.action == "import" and not Path(args.target).is_file():
             raise CLIError(f"microkube: {args.target} is not a file; give an OCI image-layout or docker-save tarball")
         return asyncio.run(_image(args, _prepare_data_dir(args.data_dir or default_data_dir())))
+    if args.command == "cri-serve":
+        from microkube.criserve import command as cri_serve_command
+        return cri_serve_command(args)
     return _serve(args)
 
 
