@@ -1,0 +1,280 @@
+"""A private containerd 1.6 for the pack's tests (notes §6 and §8); conftest.py exposes its fixtures.
+
+``containerd_daemon`` (session): containerd with its own root, state, socket, runc root, CNI conf
+(reference ``bridge`` + ``host-local`` on a bridge and subnet of its own), ``restrict_oom_score_adj`` and
+netns mounts under the state dir; the busybox image imported as the sandbox image
+(``microkube.local/pause:v1``, ``sleep infinity``) and as ``microkube.local/busybox:latest``. Teardown removes
+every sandbox, stops containerd by pid, kills leftover shims of this instance, unmounts what is left under
+the temp dir, and removes the shim sockets in /run/containerd/s, the libcni result cache entries and IPAM
+state of this network, the bridge, the test cgroups, and restores ``net.ipv4.ip_forward``.
+
+``runtime`` (function): the pack (``create_runtime({"endpoint": …, "ctr": …})``) on that containerd.
+Skips when not root or when containerd is not installed (``apt-get install containerd``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
+CTR = shutil.which("ctr") or "/usr/bin/ctr"
+PAUSE_IMAGE = "microkube.local/pause:v1"
+BUSYBOX_IMAGE = "microkube.local/busybox:latest"
+#: Every test sandbox's cgroup_parent lives below this (removed at teardown).
+CGROUP_BASE = f"/microkube-ctrd-test-{os.getpid()}"
+SHIM_DIR = Path("/run/containerd/s")
+CNI_RESULTS = Path("/var/lib/cni/results")
+
+
+@dataclass
+class Daemon:
+    dir: Path
+    socket: Path
+    endpoint: str
+    network: str
+    bridge: str
+    subnet: str
+    pid: int
+
+
+def _config(d: Path, subnet: str, gateway: str) -> str:
+    sock = d / "containerd.sock"
+    return f"""version = 2
+root = "{d}/data"
+state = "{d}/state"
+plugin_dir = ""
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+                    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  netns_mounts_under_state_dir = true
+  restrict_oom_score_adj = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "{d}/runc-root"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/net.d"
+    max_conf_num = 1
+"""
+
+
+def _import(sock: Path, archive: Path) -> None:
+    subprocess.run([CTR, "--address", str(sock), "-n", "k8s.io", "images", "import", str(archive)],
+                   check=True, capture_output=True, timeout=120)
+
+
+def _sync_call(sock: Path, method: str, request: object, response: type) -> object:
+    import grpc  # type: ignore[import-untyped]
+
+    with grpc.insecure_channel(f"unix://{sock}") as channel:
+        call = channel.unary_unary(f"/runtime.v1.RuntimeService/{method}",
+                                   request_serializer=lambda m: m.SerializeToString(),
+                                   response_deserializer=response.FromString)  # type: ignore[attr-defined]
+        return call(request, timeout=60)
+
+
+def _remove_all_sandboxes(sock: Path) -> None:
+    from microkube_interfaces.criapi.runtime.v1 import api_pb2 as pb
+
+    listed = _sync_call(sock, "ListPodSandbox", pb.ListPodSandboxRequest(), pb.ListPodSandboxResponse)
+    for sandbox in listed.items:  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            _sync_call(sock, "StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=sandbox.id),
+                       pb.StopPodSandboxResponse)
+        with contextlib.suppress(Exception):
+            _sync_call(sock, "RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=sandbox.id),
+                       pb.RemovePodSandboxResponse)
+
+
+def _shim_pids(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if "containerd-shim" in cmdline and marker in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+def _mounts_under(prefix: str) -> list[str]:
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mountpoint = line.split()[4].replace("\\040", " ")
+            if mountpoint.startswith(prefix):
+                found.append(mountpoint)
+    return sorted(found, key=len, reverse=True)
+
+
+def _rmdir_tree(path: Path) -> None:
+    if not path.is_dir():
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(path), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+
+
+def remove_test_cgroups() -> None:
+    root = Path("/sys/fs/cgroup")
+    for hierarchy in [root, *[p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]]:
+        _rmdir_tree(hierarchy / CGROUP_BASE.strip("/"))
+
+
+@pytest.fixture(scope="session")
+def containerd_daemon() -> Iterator[Daemon]:
+    if os.geteuid() != 0:
+        pytest.skip("containerd tests need root")
+    if not (Path(CONTAINERD).exists() and Path(CTR).exists()):
+        pytest.skip("containerd is not installed (apt-get install containerd)")
+    from microkube_runc.busybox import build_busybox_image, oci_layout_archive
+
+    d = Path(tempfile.mkdtemp(prefix="mk-ctrd-"))
+    tag = f"{os.getpid() % 10000:04d}"
+    octet = 100 + os.getpid() % 100
+    network, bridge = f"mkctrd{tag}", f"mkctrd{tag}"
+    subnet, gateway = f"10.{octet}.{os.getpid() % 200 + 20}.0/24", f"10.{octet}.{os.getpid() % 200 + 20}.1"
+    ip_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    shims_before = set(os.listdir(SHIM_DIR)) if SHIM_DIR.is_dir() else set()
+    (d / "net.d").mkdir(parents=True)
+    (d / "net.d" / "10-microkube.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": network,
+        "plugins": [{"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "hairpinMode": True,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet, "gateway": gateway}]],
+                              "dataDir": str(d / "cni-ipam")}},
+                    {"type": "loopback"}]}))
+    (d / "config.toml").write_text(_config(d, subnet, gateway))
+    log = open(d / "containerd.log", "wb")  # noqa: SIM115 (closed at teardown)
+    proc = subprocess.Popen([CONTAINERD, "--config", str(d / "config.toml")], stdout=log, stderr=subprocess.STDOUT)
+    sock = d / "containerd.sock"
+    daemon = Daemon(d, sock, f"unix://{sock}", network, bridge, subnet, proc.pid)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"containerd did not start: {(d / 'containerd.log').read_text()[-3000:]}")
+            time.sleep(0.05)
+        pause = build_busybox_image(cmd=("/bin/sleep", "infinity"))
+        (d / "pause.tar").write_bytes(oci_layout_archive(pause, PAUSE_IMAGE))
+        (d / "busybox.tar").write_bytes(oci_layout_archive(build_busybox_image(), BUSYBOX_IMAGE))
+        _import(sock, d / "pause.tar")
+        _import(sock, d / "busybox.tar")
+        yield daemon
+    finally:
+        with contextlib.suppress(Exception):
+            _remove_all_sandboxes(sock)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        for pid in _shim_pids(str(sock)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for mountpoint in _mounts_under(str(d) + "/"):
+            subprocess.run(["umount", "-l", mountpoint], check=False, capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+        if SHIM_DIR.is_dir():
+            for name in set(os.listdir(SHIM_DIR)) - shims_before:
+                with contextlib.suppress(OSError):
+                    (SHIM_DIR / name).unlink()
+            with contextlib.suppress(OSError):
+                SHIM_DIR.rmdir()  # only if nothing else uses it
+                SHIM_DIR.parent.rmdir()
+        if CNI_RESULTS.is_dir():
+            for entry in CNI_RESULTS.glob(f"{network}-*"):
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+        subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
+        remove_test_cgroups()
+        Path("/proc/sys/net/ipv4/ip_forward").write_text(ip_forward)
+
+
+@pytest.fixture
+async def runtime(containerd_daemon: Daemon) -> AsyncIterator[object]:
+    from microkube_containerd.runtime import create_runtime
+
+    pack = create_runtime({"endpoint": containerd_daemon.endpoint, "ctr": CTR})
+    yield pack
+    await pack.close()
+
+
+@pytest.fixture(scope="session")
+def cri_serve_runc() -> Iterator[Path]:
+    """``microkube cri-serve --runtime runc`` on a private socket and root (busybox imported); yields the socket."""
+    if os.geteuid() != 0:
+        pytest.skip("runc through cri-serve needs root")
+    import asyncio
+    import concurrent.futures
+    import sys
+
+    from microkube_runc.busybox import import_busybox
+    from microkube_runc.images import ImageStore
+
+    d = Path(tempfile.mkdtemp(prefix="mk-criserve-"))
+    # The image store alone (a RuncRuntime would make this process a child subreaper). A thread of its own:
+    # this fixture may be set up from inside the test's running event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(import_busybox(ImageStore(d / "runc" / "images")))).result()
+    sock = d / "cri.sock"
+    env = {k: v for k, v in os.environ.items() if k != "MICROKUBE_DISABLE_PLUGIN_AUTOLOAD"}
+    log = open(d / "cri-serve.log", "wb")  # noqa: SIM115 (closed at teardown)
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from microkube.cli import main; sys.exit(main())",
+                             "cri-serve", "--runtime", "runc", "--socket", str(sock),
+                             "--runtime-option", f"root={d / 'runc'}"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cri-serve did not start: {(d / 'cri-serve.log').read_text()[-3000:]}")
+            time.sleep(0.05)
+        yield sock
+    finally:
+        with contextlib.suppress(Exception):
+            _remove_all_sandboxes(sock)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        for mountpoint in _mounts_under(str(d) + "/"):
+            subprocess.run(["umount", "-l", mountpoint], check=False, capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+        remove_test_cgroups()
