@@ -85,7 +85,9 @@ class ContainerdRuntimeService:
 
     async def version(self, api_version: str = cri.VERSION) -> cri.VersionInfo:
         r = await self._rt("Version", pb.VersionRequest(version=api_version), pb.VersionResponse)
-        return cri.VersionInfo(version=r.version, runtime_name=r.runtime_name, runtime_version=r.runtime_version,
+        # containerd answers version "0.1.0" (the old kubelet API version); the CRI version it speaks is v1.
+        return cri.VersionInfo(version=r.runtime_api_version or r.version, runtime_name=r.runtime_name,
+                               runtime_version=r.runtime_version,
                                runtime_api_version=r.runtime_api_version)
 
     async def status(self, verbose: bool = False) -> cri.RuntimeStatus:
@@ -295,7 +297,12 @@ class ContainerdImageService:
         request = pb.ListImagesRequest(filter=pb.ImageFilter(image=convert.image_spec_to_pb(filter.image))
                                        if filter is not None and filter.image is not None else None)
         r = await self._im("ListImages", request, pb.ListImagesResponse)
-        return [convert.image_from_pb(i) for i in r.images]
+        images = [convert.image_from_pb(i) for i in r.images]
+        if filter is not None and filter.image is not None and filter.image.image:
+            # containerd 1.6 ignores the filter: keep the image the reference resolves to.
+            wanted = await self.image_status(filter.image)
+            images = [i for i in images if wanted is not None and i.id == wanted.id]
+        return images
 
     async def image_status(self, image: cri.ImageSpec, verbose: bool = False) -> cri.Image | None:
         if not image.image:
