@@ -11,8 +11,10 @@ A vendor subclasses a suite and supplies the fixture that builds its plugin::
             yield s
             await s.close()
 
-Suites: ``store.StoreConformance`` (store/v1) and ``cni.CNIConformance`` (cni/1.1: every rule of CNI
-spec 1.1 that can be checked from outside the plugin, against real network namespaces, as root).
+Suites: ``store.StoreConformance`` (store/v1), ``cni.CNIConformance`` (cni/1.1: every rule of CNI
+spec 1.1 that can be checked from outside the plugin, against real network namespaces, as root) and
+``cri.CRIConformance`` (cri/v1: sandbox and container lifecycles, namespaces, security context, resources,
+exec, port-forward, logs, stats, images; as root).
 
 Suites are named ``*Conformance`` so pytest never collects them on their own. Optional behaviour is
 gated by the capabilities the plugin declares, and a vendor may override the ``capabilities``
