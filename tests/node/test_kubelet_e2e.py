@@ -550,7 +550,7 @@ spec:
 
 def test_after_every_pod_is_deleted_nothing_of_ours_is_left(cluster: Cluster) -> None:
     cluster.kubectl("delete", "deployment", "--all", timeout=60)
-    cluster.kubectl("delete", "pods", "--all", "--wait=true", "--timeout=90s", timeout=100)
+    cluster.kubectl("delete", "pods", "--all", "--grace-period=1", "--wait=true", "--timeout=90s", timeout=100)
     eventually(lambda: not cluster.kubectl.json("get", "pods")["items"], 60, "no pods")
     runc_state = cluster.node_dir / "runc" / "state"
 

@@ -182,9 +182,7 @@ class Kubelet:
             state = self.workers.pods.get(uid)
             if state is None:
                 continue
-            sandboxes = await self.workers.sandboxes(uid)
-            ready = [s.id for s in sandboxes if s.state == cri.PodSandboxState.SANDBOX_READY]
-            self.workers.remember(state, ready[-1] if ready else "", await self.workers.instances(uid))
+            self.workers.remember(state, state.sandbox_id, await self.workers.instances(uid))
 
     # -- sources ---------------------------------------------------------------------------------
 

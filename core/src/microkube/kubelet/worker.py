@@ -83,6 +83,8 @@ class PodState:
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
     backoff: dict[str, Backoff] = field(default_factory=dict)
     image_backoff: dict[str, Backoff] = field(default_factory=dict)
+    #: The pod's ready sandbox as last seen ("" when none or unknown).
+    sandbox_id: str = ""
     #: container ids whose probes and postStart ran in this process.
     started: set[str] = field(default_factory=set)
     last_status: Object | None = None
@@ -284,11 +286,20 @@ class PodWorkers:
     async def _ensure_sandbox(self, state: PodState) -> tuple[str | None, list[str], bool]:
         """The pod's ready sandbox (created, and networked, when missing), its IPs, and whether it is new."""
         pod = state.pod
+        if state.sandbox_id:  # the common case: one status call, not a listing of every sandbox
+            try:
+                known = await self.runtime.pod_sandbox_status(state.sandbox_id)
+            except errors.NotFound:
+                known = None
+            if known is not None and known.state == cri.PodSandboxState.SANDBOX_READY:
+                return state.sandbox_id, self._saved_ips(state.uid, state.sandbox_id), False
         existing = await self.sandboxes(state.uid)
         ready = [s for s in existing if s.state == cri.PodSandboxState.SANDBOX_READY]
         if ready:
             sandbox = ready[-1]
+            state.sandbox_id = sandbox.id
             return sandbox.id, self._saved_ips(state.uid, sandbox.id), False
+        state.sandbox_id = ""
         attempt = existing[-1].metadata.attempt + 1 if existing else 0
         for old in existing:  # a dead sandbox: everything of it goes, the pod starts over
             self._event(state, "Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
@@ -301,6 +312,7 @@ class PodWorkers:
             self._event(state, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}")
             state.waiting = {c["name"]: ("ContainerCreating", "") for c in containerspec.containers(pod)}
             return None, [], False
+        state.sandbox_id = sandbox_id
         ips: list[str] = []
         if self._networked(pod):
             try:
@@ -309,6 +321,7 @@ class PodWorkers:
                 self._event(state, "Warning", "FailedCreatePodSandBox",
                             f"Failed to create pod sandbox: plugin type=\"network\" failed (add): {exc}")
                 await self._remove_sandbox(state, sandbox_id)
+                state.sandbox_id = ""
                 return None, [], False
         return sandbox_id, ips, True
 

@@ -95,6 +95,38 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+class _RecordCache:
+    """Parsed state files, re-read only when their (inode, mtime, size) changed: listing and status calls,
+    made for every pod every second by a node agent, then cost a stat per record instead of a parse.
+    Records from here are shared: callers read them and never change them."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+    def peek(self, path: Path) -> dict[str, Any] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            self._entries.pop(path, None)
+            return None
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self._entries.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        data = _read_json(path)
+        if data is None:
+            self._entries.pop(path, None)
+            return None
+        self._entries[path] = (key, data)
+        return data
+
+    def retain(self, parent: Path, names: Iterable[str]) -> None:
+        """Forget cached records under ``parent`` whose directory is not in ``names`` (removed objects)."""
+        keep = set(names)
+        for path in [p for p in self._entries if p.parent.parent == parent and p.parent.name not in keep]:
+            del self._entries[path]
+
+
 def _proc_state(pid: int) -> tuple[str, int | None, int]:
     """(state letter or "" when gone, exit status of a zombie or None, start time in ticks)."""
     try:
@@ -256,6 +288,7 @@ class RuncRuntime:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._cpu_samples: dict[str, tuple[int, int]] = {}
         self._adopted = False
+        self._records = _RecordCache()
         self._lock = asyncio.Lock()
 
     # --- records ------------------------------------------------------------------------------
@@ -278,6 +311,21 @@ class RuncRuntime:
             raise NotFound(f"container {cid!r} not found")
         return record
 
+    def _sandbox_view(self, sid: str) -> dict[str, Any]:
+        """The sandbox record, shared: for reading only."""
+        record = self._records.peek(self._sandbox_dir(sid) / "sandbox.json") if sid and "/" not in sid else None
+        if record is None:
+            raise NotFound(f"pod sandbox {sid!r} not found")
+        return record
+
+    def _container_view(self, cid: str) -> dict[str, Any]:
+        """The container record, shared: for reading only."""
+        record = self._records.peek(self._container_dir(cid) / "container.json") if cid and "/" not in cid \
+            else None
+        if record is None:
+            raise NotFound(f"container {cid!r} not found")
+        return record
+
     def _save_sandbox(self, record: dict[str, Any]) -> None:
         _atomic_write(self._sandbox_dir(record["id"]) / "sandbox.json", record)
 
@@ -286,11 +334,15 @@ class RuncRuntime:
 
     def _sandbox_ids(self) -> list[str]:
         root = self.state_dir / "sandboxes"
-        return sorted(p.name for p in root.iterdir() if (p / "sandbox.json").exists())
+        found = sorted(p.name for p in root.iterdir() if (p / "sandbox.json").exists())
+        self._records.retain(root, found)
+        return found
 
     def _container_ids(self) -> list[str]:
         root = self.state_dir / "containers"
-        return sorted(p.name for p in root.iterdir() if (p / "container.json").exists())
+        found = sorted(p.name for p in root.iterdir() if (p / "container.json").exists())
+        self._records.retain(root, found)
+        return found
 
     # --- runc ---------------------------------------------------------------------------------
 
@@ -595,7 +647,7 @@ class RuncRuntime:
         await asyncio.to_thread(shutil.rmtree, directory, True)
 
     async def pod_sandbox_status(self, pod_sandbox_id: str, verbose: bool = False) -> cri.PodSandboxStatus:
-        record = self._sandbox(pod_sandbox_id)
+        record = self._sandbox_view(pod_sandbox_id)
         info: dict[str, str] = {}
         if verbose:
             info = {"pid": str(record.get("pause_pid", 0)), "netns": record.get("netns", ""),
@@ -608,7 +660,8 @@ class RuncRuntime:
             created_at=record["created_at"],
             namespace_options=cri.NamespaceOption(network=cri.NamespaceMode(ns["network"]),
                                                   pid=cri.NamespaceMode(ns["pid"]), ipc=cri.NamespaceMode(ns["ipc"])),
-            labels=record["labels"], annotations=record["annotations"], runtime_handler=record["runtime_handler"],
+            labels=dict(record["labels"]), annotations=dict(record["annotations"]),
+            runtime_handler=record["runtime_handler"],
             info=info)
 
     def netns_path(self, pod_sandbox_id: str) -> str:
@@ -841,7 +894,7 @@ class RuncRuntime:
         await asyncio.to_thread(shutil.rmtree, directory, True)
 
     def _state_of(self, record: dict[str, Any]) -> tuple[cri.ContainerState, dict[str, Any] | None]:
-        exit_info = _read_json(self._container_dir(record["id"]) / "exit.json")
+        exit_info = self._records.peek(self._container_dir(record["id"]) / "exit.json")
         if exit_info is not None:
             return cri.ContainerState.CONTAINER_EXITED, exit_info
         state = record.get("state")
@@ -857,7 +910,7 @@ class RuncRuntime:
         for cid in self._container_ids():
             if filter is not None and filter.id and filter.id != cid:
                 continue
-            record = _read_json(self._container_dir(cid) / "container.json")
+            record = self._records.peek(self._container_dir(cid) / "container.json")
             if record is None:
                 continue
             if filter is not None and filter.pod_sandbox_id and record["sandbox_id"] != filter.pod_sandbox_id:
@@ -871,11 +924,12 @@ class RuncRuntime:
                 id=cid, pod_sandbox_id=record["sandbox_id"],
                 metadata=cri.ContainerMetadata(record["name"], record["attempt"]),
                 image=cri.ImageSpec(record["image"]), image_ref=record["image_ref"], state=state,
-                created_at=record["created_at"], labels=record["labels"], annotations=record["annotations"]))
+                created_at=record["created_at"], labels=dict(record["labels"]),
+                annotations=dict(record["annotations"])))
         return found
 
     async def container_status(self, container_id: str, verbose: bool = False) -> cri.ContainerStatus:
-        record = self._container(container_id)
+        record = self._container_view(container_id)
         await self._adopt()
         state, exit_info = self._state_of(record)
         exit_code, finished, reason, message = 0, 0, "", ""
@@ -891,7 +945,7 @@ class RuncRuntime:
             id=container_id, metadata=cri.ContainerMetadata(record["name"], record["attempt"]), state=state,
             created_at=record["created_at"], started_at=record.get("started_at", 0), finished_at=finished,
             exit_code=exit_code, image=cri.ImageSpec(record["image"]), image_ref=record["image_ref"],
-            reason=reason, message=message, labels=record["labels"], annotations=record["annotations"],
+            reason=reason, message=message, labels=dict(record["labels"]), annotations=dict(record["annotations"]),
             mounts=tuple(cri.Mount(**{**m, "propagation": cri.MountPropagation(m["propagation"])})
                          for m in record["mounts"]),
             log_path=record["log_path"], resources=_resources_from(record.get("resources")))
@@ -987,7 +1041,7 @@ class RuncRuntime:
         rootfs = self._container_dir(record["id"]) / "rootfs"
         return cri.ContainerStats(
             id=record["id"], metadata=cri.ContainerMetadata(record["name"], record["attempt"]),
-            labels=record["labels"], annotations=record["annotations"],
+            labels=dict(record["labels"]), annotations=dict(record["annotations"]),
             cpu=cri.CpuUsage(timestamp=now, usage_core_nano_seconds=usage, usage_nano_cores=nano_cores),
             memory=cri.MemoryUsage(timestamp=now, working_set_bytes=working_set, available_bytes=available,
                                    usage_bytes=mem_usage, rss_bytes=stat.get("total_rss", 0),
