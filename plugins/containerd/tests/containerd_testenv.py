@@ -75,6 +75,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   enable_selinux = false
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  # Image filesystem usage is sampled every stats_collect_period seconds (default 10); the first sample is taken
+  # at start, before the test images are imported.
+  stats_collect_period = 1
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

@@ -11,7 +11,11 @@ become microkube errors). What the pack adds on top of the wire (notes §8):
 - ``pod_sandbox_status(verbose=True)``: ``info["netns"]`` and ``info["pid"]`` from containerd's verbose JSON
   (``info["info"]`` keeps that JSON).
 - exec, attach and port-forward go through the URL of the runtime's streaming server, spoken as WebSocket
-  (``streams``).
+  (``streams``). A tty exec always asks for stdin: containerd 1.6 drops a tty exec's output without it.
+  Over containerd 1.6's v4 protocol ``close_stdin`` raises Unsupported and closing an exec stream does not
+  kill the process (containerd runs execs detached from the streaming connection).
+- Image references are checked before they are sent (``reference``): containerd treats a malformed one as
+  absent (ImageStatus) or fails with UNKNOWN (PullImage); cri/v1 wants Invalid.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from microkube_containerd.client import IMAGES, RUNTIME, CriClient
+from microkube_containerd.reference import check_reference
 from microkube_containerd.streams import WebSocketPortStream, WebSocketStream, open_exec_stream, open_port_stream
 from microkube_interfaces import cri
 from microkube_interfaces.criapi import convert
@@ -204,7 +209,12 @@ class ContainerdRuntimeService:
     async def container_status(self, container_id: str, verbose: bool = False) -> cri.ContainerStatus:
         r = await self._rt("ContainerStatus", pb.ContainerStatusRequest(container_id=container_id, verbose=verbose),
                            pb.ContainerStatusResponse)
-        return convert.container_status_from_pb(r.status)
+        status = convert.container_status_from_pb(r.status)
+        if 0 < status.finished_at < status.started_at:
+            # containerd stamps started_at once the start call returned, the exit with the shim's time: a process
+            # that exits at once seems to end before it began. It began no later than it ended.
+            status = dataclasses.replace(status, started_at=status.finished_at)
+        return status
 
     async def update_container_resources(self, container_id: str, resources: cri.LinuxContainerResources) -> None:
         await self._rt("UpdateContainerResources",
@@ -230,7 +240,8 @@ class ContainerdRuntimeService:
                    stdin: bool = False) -> cri.ContainerStream:
         if not cmd:
             raise Invalid("cmd: empty; give the command to run")
-        r = await self._rt("Exec", pb.ExecRequest(container_id=container_id, cmd=cmd, tty=tty, stdin=stdin,
+        # stdin for every tty exec: containerd 1.6 loses a tty exec's output when it has no stdin to attach.
+        r = await self._rt("Exec", pb.ExecRequest(container_id=container_id, cmd=cmd, tty=tty, stdin=stdin or tty,
                                                   stdout=True, stderr=not tty), pb.ExecResponse)
         stream: WebSocketStream = await open_exec_stream(r.url, tty=tty, stdin=stdin)
         return stream
@@ -243,8 +254,14 @@ class ContainerdRuntimeService:
                                                       stdout=True, stderr=True), pb.AttachResponse)
 
         async def exit_code() -> int:
-            final = await self.container_status(container_id)
-            return final.exit_code
+            # The stream ends when the main process closes its output; the runtime records the exit just after.
+            delay = 0.01
+            while True:
+                final = await self.container_status(container_id)
+                if final.state == cri.ContainerState.CONTAINER_EXITED:
+                    return final.exit_code
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
         stream: WebSocketStream = await open_exec_stream(r.url, tty=False, stdin=stdin, exit_code=exit_code)
         return stream
@@ -305,16 +322,14 @@ class ContainerdImageService:
         return images
 
     async def image_status(self, image: cri.ImageSpec, verbose: bool = False) -> cri.Image | None:
-        if not image.image:
-            raise Invalid("image: empty reference")
+        check_reference(image.image)
         r = await self._im("ImageStatus", pb.ImageStatusRequest(image=convert.image_spec_to_pb(image),
                                                                 verbose=verbose), pb.ImageStatusResponse)
         return convert.image_from_pb(r.image) if r.HasField("image") and r.image.id else None
 
     async def pull_image(self, image: cri.ImageSpec, auth: cri.AuthConfig | None = None,
                          sandbox_config: cri.PodSandboxConfig | None = None) -> str:
-        if not image.image:
-            raise Invalid("image: empty reference")
+        check_reference(image.image)
         request = pb.PullImageRequest(image=convert.image_spec_to_pb(image), auth=convert.auth_to_pb(auth),
                                       sandbox_config=convert.sandbox_config_to_pb(sandbox_config)
                                       if sandbox_config is not None else None)
@@ -322,6 +337,7 @@ class ContainerdImageService:
         return str(r.image_ref)
 
     async def remove_image(self, image: cri.ImageSpec) -> None:
+        check_reference(image.image)
         with contextlib.suppress(NotFound):
             await self._im("RemoveImage", pb.RemoveImageRequest(image=convert.image_spec_to_pb(image)),
                            pb.RemoveImageResponse, timeout=240)

@@ -5,8 +5,9 @@ Kubernetes remote-command and port-forward handlers). Over WebSocket with subpro
 ``v4.channel.k8s.io`` every binary message starts with a channel byte: exec/attach use 0 stdin, 1 stdout,
 2 stderr, 3 error (a Status JSON when the process ends) and 4 resize (``{"Width":…,"Height":…}``);
 port-forward uses 0 data and 1 error for the one port, and the server first sends the port number
-(2 bytes, little endian) on each. v4 cannot half-close stdin; ``close_stdin`` does so only when the
-server speaks ``v5.channel.k8s.io`` (channel 255), else it is a no-op.
+(2 bytes, little endian) on each. v4 cannot half-close stdin: ``close_stdin`` does so only when the
+server speaks ``v5.channel.k8s.io`` (channel 255); over v4 (containerd 1.6's streaming server) it raises
+Unsupported rather than pretend the process saw end of file.
 """
 
 from __future__ import annotations
@@ -126,10 +127,12 @@ class WebSocketStream:
     async def close_stdin(self) -> None:
         if self._stdin_closed or not self.stdin:
             return
+        if not self._v5:
+            raise Unsupported(f"close_stdin: the streaming server speaks {self._ws.protocol or 'no subprotocol'}, "
+                              "which cannot signal end of input (v5.channel.k8s.io can)")
         self._stdin_closed = True
-        if self._v5:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await self._ws.send_bytes(bytes([CLOSE, STDIN]))
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._ws.send_bytes(bytes([CLOSE, STDIN]))
 
     async def read_stdout(self, n: int = 65536) -> bytes:
         return await self._stdout.read(n)
