@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from microkube.apiserver.pki import covers
 from microkube.client import Client, Resource
 from microkube_interfaces import errors
 
@@ -423,17 +424,7 @@ def _usable_cert(cert_path: Path, key_path: Path, common_name: str, *, addresses
             cert.verify_directly_issued_by(ca)
         except (ValueError, TypeError, InvalidSignature):
             return False
-    if addresses:
-        try:
-            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return False
-        present = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} | set(
-            sans.get_values_for_type(x509.DNSName))
-        for name in _split_hosts(addresses):
-            if str(name.value) not in present:
-                return False
-    return True
+    return not addresses or covers(cert, tuple(addresses))
 
 
 def write_kubeconfig(path: Path, server_url: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes,

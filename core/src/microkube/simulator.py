@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from microkube.apiserver.simulated import SIMULATED_ANNOTATION
 from microkube.client import ApiStatusError, Client, Resource
 from microkube.controllers.runtime import Informer, WorkQueue, object_key
+from microkube.kubelet.node import LEASE_DURATION_SECONDS, LEASE_NAMESPACE, LEASES, NAMESPACES, NODES, merge_conditions
 from microkube.timestamps import format_micro_time, format_time, parse_time, utcnow
 from microkube_interfaces import errors
 
@@ -44,13 +45,7 @@ log = logging.getLogger(__name__)
 Object = dict[str, Any]
 T = TypeVar("T")
 
-NODES = Resource("", "v1", "nodes", namespaced=False)
 PODS = Resource("", "v1", "pods")
-LEASES = Resource("coordination.k8s.io", "v1", "leases")
-NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
-
-LEASE_NAMESPACE = "kube-node-lease"
-LEASE_DURATION_SECONDS = 40
 DURATION_ANNOTATION = "microkube.io/simulate-duration"
 EXIT_CODE_ANNOTATION = "microkube.io/simulate-exit-code"
 FIELD_MANAGER = "microkube-simulator"
@@ -265,21 +260,14 @@ class NodeSimulator:
 
     def _conditions(self, previous: list[Object] | None = None) -> list[Object]:
         """The healthy node conditions; a condition keeps its lastTransitionTime when its status stays."""
-        now = format_time(utcnow())
-        before = {c.get("type"): c for c in previous or [] if isinstance(c, dict)}
-        conditions = []
-        for kind, status, reason, message in (
-            ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-        ):
-            old = before.pop(kind, None)
-            transition = old.get("lastTransitionTime") if old and old.get("status") == status else None
-            conditions.append({"type": kind, "status": status, "reason": reason, "message": message,
-                               "lastHeartbeatTime": now, "lastTransitionTime": transition or now})
-        conditions.extend(before.values())  # conditions others own (NetworkUnavailable, …) stay
-        return conditions
+        return merge_conditions([
+            {"type": kind, "status": status, "reason": reason, "message": message}
+            for kind, status, reason, message in (
+                ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            )], previous, format_time(utcnow()))
 
     def node_status(self, node: _SimNode) -> Object:
         capacity = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods),

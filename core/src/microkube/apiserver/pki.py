@@ -165,7 +165,8 @@ def _sign(subject: x509.Name, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKe
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def _covers(cert: x509.Certificate, hosts: tuple[str, ...]) -> bool:
+def covers(cert: x509.Certificate, hosts: tuple[str, ...]) -> bool:
+    """The certificate's subject alternative names include every host (IP addresses compared as addresses)."""
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -207,7 +208,7 @@ def ensure_pki(data_dir: Path, hosts: list[str] | tuple[str, ...] = ()) -> PKI:
     if pki.server_cert.exists() and pki.server_key.exists():
         current = _load_cert(pki.server_cert)
         _load_key(pki.server_key)
-        renew = not (_fresh(current) and _covers(current, all_hosts) and current.issuer == ca_cert.subject)
+        renew = not (_fresh(current) and covers(current, all_hosts) and current.issuer == ca_cert.subject)
     if renew:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _sign(_name("microkube-apiserver"), key, ca_cert.subject, ca_key, CERT_DAYS, hosts=all_hosts)

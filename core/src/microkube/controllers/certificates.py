@@ -69,14 +69,21 @@ def _sans(request: x509.CertificateSigningRequest) -> x509.SubjectAlternativeNam
         return None
 
 
-def node_client_problem(request: x509.CertificateSigningRequest, usages: list[str]) -> str | None:
-    """Why a request does not fit kubernetes.io/kube-apiserver-client-kubelet, or None."""
+def _node_subject_problem(request: x509.CertificateSigningRequest) -> str | None:
     common, orgs, other = _subject(request)
     if len(common) != 1 or not common[0].startswith(bootstrap.NODE_USER_PREFIX) or \
             common[0] == bootstrap.NODE_USER_PREFIX:
         return "the subject's common name must be system:node:<node name>"
     if orgs != [bootstrap.NODES_GROUP] or other:
         return "the subject must be exactly O=system:nodes, CN=system:node:<node name>"
+    return None
+
+
+def node_client_problem(request: x509.CertificateSigningRequest, usages: list[str]) -> str | None:
+    """Why a request does not fit kubernetes.io/kube-apiserver-client-kubelet, or None."""
+    problem = _node_subject_problem(request)
+    if problem is not None:
+        return problem
     if _sans(request) is not None:
         return "a kubelet client certificate may not carry subject alternative names"
     if frozenset(usages) not in CLIENT_USAGE_SETS or len(set(usages)) != len(usages):
@@ -86,12 +93,9 @@ def node_client_problem(request: x509.CertificateSigningRequest, usages: list[st
 
 def node_serving_problem(request: x509.CertificateSigningRequest, usages: list[str]) -> str | None:
     """Why a request does not fit kubernetes.io/kubelet-serving, or None."""
-    common, orgs, other = _subject(request)
-    if len(common) != 1 or not common[0].startswith(bootstrap.NODE_USER_PREFIX) or \
-            common[0] == bootstrap.NODE_USER_PREFIX:
-        return "the subject's common name must be system:node:<node name>"
-    if orgs != [bootstrap.NODES_GROUP] or other:
-        return "the subject must be exactly O=system:nodes, CN=system:node:<node name>"
+    problem = _node_subject_problem(request)
+    if problem is not None:
+        return problem
     sans = _sans(request)
     if sans is None or not len(sans):
         return "a kubelet serving certificate needs at least one IP address or DNS name"
