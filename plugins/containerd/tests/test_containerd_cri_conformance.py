@@ -3,8 +3,9 @@ same client against ``microkube cri-serve --runtime runc`` (the runc pack served
 
 The second class is the proof that the gRPC path is faithful: the suite that the runc pack passes directly
 (plugins/runc/tests/test_runc_cri_conformance.py) passes through api.proto, the converters, cri-serve and this
-client. cri-serve runs no streaming server, so exec streaming, attach, terminals and port-forward are declared
-off there (the suite then checks they raise Unsupported); runc networks no pods.
+client. cri-serve runs no streaming server, so the pack is configured with ``streaming=false`` there (exec
+streaming, attach, terminals and port-forward are then declared off and the suite checks they raise Unsupported)
+and ``networks_pods=false`` (runc networks no pods).
 """
 
 from __future__ import annotations
@@ -88,14 +89,16 @@ class TestCriServeRuncCRIConformance(CRIConformance):
     async def cri_runtime(self, cri_serve_runc: Path) -> AsyncIterator[Any]:
         from microkube_containerd.runtime import create_runtime
 
-        pack = create_runtime({"endpoint": f"unix://{cri_serve_runc}"})
+        pack = create_runtime({"endpoint": f"unix://{cri_serve_runc}", "streaming": "false",
+                               "networks_pods": "false"})
         yield pack
         await _clean(pack)
 
     @pytest.fixture
     def cri_capabilities(self, cri_runtime: Any) -> CRICapabilities:
-        return CRICapabilities(exec_streaming=False, attach=False, tty=False, port_forward=False, networked=False,
-                               port_mappings=False, pull=False)
+        # No streaming server behind cri-serve: no exec streams, attach, terminals or port-forward (the pack
+        # raises Unsupported for them, which the suite checks); runc networks no pods.
+        return CRICapabilities.from_runtime(cri_runtime.capabilities, port_mappings=False, pull=False)
 
     @pytest.fixture
     def test_image(self) -> str:

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +67,9 @@ def container_config(name: str, command: tuple[str, ...], **kwargs: Any) -> cri.
 
 
 @pytest.fixture
-def log_dir() -> AsyncIterator[str]:
+def log_dir() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="mk-ctrd-logs-") as d:
-        yield d  # type: ignore[misc]
+        yield d
 
 
 async def wait_for_state(runtime: Any, cid: str, state: cri.ContainerState) -> cri.ContainerStatus:
@@ -255,3 +255,25 @@ async def test_exec_stream_and_port_forward(pack: Any, backend: str, log_dir: st
         await asyncio.sleep(0.1)
     else:
         raise AssertionError("port-forward never reached the pod's port 8080")
+
+
+async def test_options_streaming_and_networks_pods() -> None:
+    """``streaming=false`` / ``networks_pods=false`` (an endpoint such as cri-serve): declared and refused locally."""
+    from microkube_containerd.runtime import create_runtime
+
+    pack = create_runtime({"endpoint": "unix:///nonexistent/cri.sock", "streaming": "false", "networks_pods": False})
+    try:
+        caps = pack.capabilities
+        assert not (caps.supports_exec_streaming or caps.supports_attach or caps.supports_port_forward
+                    or caps.networks_pods_itself)
+        with pytest.raises(Unsupported):
+            await pack.runtime.exec("0" * 64, ["true"])
+        with pytest.raises(Unsupported):
+            await pack.runtime.attach("0" * 64)
+        with pytest.raises(Unsupported):
+            await pack.runtime.port_forward("0" * 64, 80)
+    finally:
+        await pack.close()
+    assert create_runtime({"endpoint": "unix:///nonexistent/cri.sock"}).capabilities.supports_attach
+    with pytest.raises(Invalid, match="streaming"):
+        create_runtime({"streaming": "maybe"})

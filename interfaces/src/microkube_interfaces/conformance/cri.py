@@ -270,6 +270,18 @@ class PodKit:
 
         return await wait_for(probe, f"container {cid} to exit", limit)
 
+    async def handles_term(self, cid: str) -> None:
+        """Wait until the container's main process (PID 1 of its PID namespace) catches or ignores SIGTERM: a
+        SIGTERM sent before SLEEPER's or STUBBORN's shell ran its ``trap`` would end it the default way (143)."""
+
+        async def probe() -> bool:
+            status = await self.sh(cid, "cat /proc/1/status")
+            masks = [int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigCgt:",
+                                                                                                  "SigIgn:"))]
+            return any(mask & (1 << (15 - 1)) for mask in masks)
+
+        await wait_for(probe, f"container {cid}'s main process to handle SIGTERM")
+
     async def sh(self, cid: str, script: str, timeout: int = 20) -> str:  # noqa: ASYNC109 (exec_sync's)
         """stdout of ``sh -c script`` in the container; fails on a non-zero exit, showing stderr."""
         result = await self.rt.exec_sync(cid, ["sh", "-c", script], timeout=timeout)
@@ -750,6 +762,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         not killed (critest "runtime should support stopping container")."""
         pod = await pods.sandbox()
         cid = await pods.container(pod, "app")
+        await pods.handles_term(cid)
         await pods.rt.stop_container(cid, 30)
         status = await pods.status(cid)
         assert (status.state, status.exit_code, status.reason) == (cri.ContainerState.CONTAINER_EXITED, 0,
@@ -761,6 +774,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         StopContainer returns when it is stopped."""
         pod = await pods.sandbox()
         cid = await pods.container(pod, "stubborn", STUBBORN)
+        await pods.handles_term(cid)
         await pods.rt.stop_container(cid, 1)
         status = await pods.status(cid)
         assert (status.state, status.exit_code) == (cri.ContainerState.CONTAINER_EXITED, 137)
@@ -780,6 +794,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         pod = await pods.sandbox()
         cid = await pods.container(pod, "app")
         created = await pods.container(pod, "created", start=False)
+        await pods.handles_term(cid)
         await pods.rt.stop_container(cid, 10)
         await pods.rt.stop_container(cid, 10)
         await pods.rt.stop_container(created, 10)

@@ -36,7 +36,7 @@ from microkube_containerd.streams import WebSocketPortStream, WebSocketStream, o
 from microkube_interfaces import cri
 from microkube_interfaces.criapi import convert
 from microkube_interfaces.criapi.runtime.v1 import api_pb2 as pb
-from microkube_interfaces.errors import Invalid, NotFound, Retryable
+from microkube_interfaces.errors import Invalid, NotFound, Retryable, Unsupported
 
 DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -78,9 +78,15 @@ def remove_cgroup_tree(cgroup_parent: str, root: str = CGROUP_ROOT) -> None:
 class ContainerdRuntimeService:
     """cri.RuntimeService over CRI v1 gRPC."""
 
-    def __init__(self, client: CriClient) -> None:
+    def __init__(self, client: CriClient, capabilities: cri.RuntimeCapabilities = CAPABILITIES) -> None:
         self.client = client
+        self.capabilities = capabilities
         self._cgroup_parents: dict[str, str] = {}
+
+    def _streaming(self, what: str, supported: bool) -> None:
+        if not supported:
+            raise Unsupported(f"{what}: the pack was configured with streaming=false (the endpoint runs no "
+                              "streaming server)")
 
     async def _rt(self, method: str, request: Any, response: Any,
                   timeout: float | None = None) -> Any:  # noqa: ASYNC109 (a gRPC deadline)
@@ -164,6 +170,7 @@ class ContainerdRuntimeService:
         return [convert.sandbox_from_pb(s) for s in r.items]
 
     async def port_forward(self, pod_sandbox_id: str, port: int) -> cri.PortStream:
+        self._streaming("port_forward", self.capabilities.supports_port_forward)
         if not 0 < port < 65536:
             raise Invalid(f"port {port}: must be 1-65535")
         r = await self._rt("PortForward", pb.PortForwardRequest(pod_sandbox_id=pod_sandbox_id, port=[port]),
@@ -179,6 +186,9 @@ class ContainerdRuntimeService:
             raise Invalid("metadata.name: required in a container config")
         if not config.image.image:
             raise Invalid("image.image: required in a container config")
+        if config.tty and not self.capabilities.supports_attach:
+            raise Unsupported("tty: a terminal's output is read by attaching, and the pack was configured with "
+                              "streaming=false")
         config = dataclasses.replace(config, linux=dataclasses.replace(
             config.linux, resources=_no_negative_oom(config.linux.resources)))
         request = pb.CreateContainerRequest(pod_sandbox_id=pod_sandbox_id,
@@ -238,6 +248,7 @@ class ContainerdRuntimeService:
 
     async def exec(self, container_id: str, cmd: list[str], *, tty: bool = False,
                    stdin: bool = False) -> cri.ContainerStream:
+        self._streaming("exec", self.capabilities.supports_exec_streaming)
         if not cmd:
             raise Invalid("cmd: empty; give the command to run")
         # stdin for every tty exec: containerd 1.6 loses a tty exec's output when it has no stdin to attach.
@@ -247,6 +258,7 @@ class ContainerdRuntimeService:
         return stream
 
     async def attach(self, container_id: str, *, stdin: bool = False) -> cri.ContainerStream:
+        self._streaming("attach", self.capabilities.supports_attach)
         status = await self.container_status(container_id)
         if status.state != cri.ContainerState.CONTAINER_RUNNING:
             raise Invalid(f"container {container_id}: not running ({status.state.name}); attach needs a running one")
@@ -395,13 +407,22 @@ def create_runtime(options: dict[str, Any] | None = None) -> ContainerdRuntime:
 
     Options: ``endpoint`` (CRI socket, default ``unix:///run/containerd/containerd.sock``), ``timeout`` (seconds
     per call, default 120), ``ctr`` (path of containerd's ``ctr``, enables ``images.import_archive``),
-    ``namespace`` (containerd namespace for imports, default ``k8s.io``).
+    ``namespace`` (containerd namespace for imports, default ``k8s.io``); for endpoints other than containerd
+    (e.g. ``microkube cri-serve``): ``streaming`` (default true; false: the endpoint runs no streaming server, so
+    exec streams, attach, tty containers and port-forward are not supported) and ``networks_pods`` (default
+    true; false: the node agent networks the pods).
     """
     options = dict(options or {})
     # "root" is what every node agent passes to every runtime pack; containerd keeps its own state.
-    unknown = set(options) - {"endpoint", "timeout", "ctr", "namespace", "root"}
+    known = {"endpoint", "timeout", "ctr", "namespace", "streaming", "networks_pods", "root"}
+    unknown = set(options) - known
     if unknown:
-        raise Invalid(f"containerd runtime options {sorted(unknown)}: unknown; use endpoint, timeout, ctr, namespace")
+        raise Invalid(f"containerd runtime options {sorted(unknown)}: unknown; use "
+                      f"{', '.join(sorted(known - {'root'}))}")
+    streaming, networks_pods = _flag(options, "streaming"), _flag(options, "networks_pods")
+    capabilities = dataclasses.replace(CAPABILITIES, networks_pods_itself=networks_pods,
+                                       supports_exec_streaming=streaming, supports_attach=streaming,
+                                       supports_port_forward=streaming)
     endpoint = str(options.get("endpoint") or DEFAULT_ENDPOINT)
     try:
         timeout = float(options.get("timeout") or 120)
@@ -411,4 +432,16 @@ def create_runtime(options: dict[str, Any] | None = None) -> ContainerdRuntime:
     address = client.target[len("unix://"):] if client.target.startswith("unix://") else ""
     images = ContainerdImageService(client, ctr=str(options.get("ctr") or ""), address=address,
                                     namespace=str(options.get("namespace") or "k8s.io"))
-    return ContainerdRuntime(ContainerdRuntimeService(client), images, CAPABILITIES, client)
+    return ContainerdRuntime(ContainerdRuntimeService(client, capabilities), images, capabilities, client)
+
+
+def _flag(options: dict[str, Any], name: str) -> bool:
+    value = options.get(name, True)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise Invalid(f"containerd runtime option {name}={value!r}: give true or false")
