@@ -62,7 +62,8 @@ def wait_for(condition: Callable[[], Any], what: str, within: float = 60.0) -> A
 def ready_nodes(k: Kubectl) -> list[str]:
     nodes = k.json("get", "nodes")["items"]
     return [n["metadata"]["name"] for n in nodes
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions") or [])]
+            if any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in (n.get("status") or {}).get("conditions") or [])]
 
 
 def pods(k: Kubectl, namespace: str, selector: str = "") -> list[dict[str, Any]]:
