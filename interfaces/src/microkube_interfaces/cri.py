@@ -377,7 +377,8 @@ class ContainerStream(Protocol):
     Reading returns ``b""`` at end of stream. With ``tty`` there is no separate stderr: everything
     arrives on stdout and ``read_stderr`` returns ``b""`` at once. ``wait`` returns the exit code
     (for attach: the container's, when it exits). ``close`` detaches and frees the handle; it does not
-    kill an attached container, it kills an exec that has not exited. All methods may be called
+    kill an attached container, and it kills an exec that has not exited where the runtime can (containerd
+    runs execs detached from the stream and cannot). All methods may be called
     concurrently from different tasks (one reader per stream).
     """
 
@@ -385,7 +386,8 @@ class ContainerStream(Protocol):
         """Send bytes to the process's stdin. Raises Unsupported when opened without ``stdin``."""
 
     async def close_stdin(self) -> None:
-        """Close stdin (the process sees end of file). Idempotent."""
+        """Close stdin (the process sees end of file). Idempotent. Raises Unsupported when the stream's
+        transport cannot signal end of input (containerd 1.6's v4 WebSocket streams)."""
 
     async def read_stdout(self, n: int = 65536) -> bytes:
         """Up to ``n`` bytes of stdout; ``b""`` at end of stream."""
