@@ -292,13 +292,13 @@ class PodWorkers:
             except errors.NotFound:
                 known = None
             if known is not None and known.state == cri.PodSandboxState.SANDBOX_READY:
-                return state.sandbox_id, self._saved_ips(state.uid, state.sandbox_id), False
+                return state.sandbox_id, await self._pod_ips(state, state.sandbox_id), False
         existing = await self.sandboxes(state.uid)
         ready = [s for s in existing if s.state == cri.PodSandboxState.SANDBOX_READY]
         if ready:
             sandbox = ready[-1]
             state.sandbox_id = sandbox.id
-            return sandbox.id, self._saved_ips(state.uid, sandbox.id), False
+            return sandbox.id, await self._pod_ips(state, sandbox.id), False
         state.sandbox_id = ""
         attempt = existing[-1].metadata.attempt + 1 if existing else 0
         for old in existing:  # a dead sandbox: everything of it goes, the pod starts over
@@ -323,11 +323,23 @@ class PodWorkers:
                 await self._remove_sandbox(state, sandbox_id)
                 state.sandbox_id = ""
                 return None, [], False
+        else:
+            ips = await self._pod_ips(state, sandbox_id)
         return sandbox_id, ips, True
 
     def _networked(self, pod: Object) -> bool:
         return (self.network is not None and not self.capabilities.networks_pods_itself
                 and not (pod.get("spec") or {}).get("hostNetwork"))
+
+    async def _pod_ips(self, state: PodState, sandbox_id: str) -> list[str]:
+        """The pod's addresses: from the network result the kubelet kept, or from the runtime when it
+        networks pods itself (containerd with its CNI config); none for host-network pods."""
+        if self._networked(state.pod):
+            return self._saved_ips(state.uid, sandbox_id)
+        if (state.pod.get("spec") or {}).get("hostNetwork"):
+            return []
+        network = (await self.runtime.pod_sandbox_status(sandbox_id)).network
+        return [ip for ip in (network.ip, *network.additional_ips) if ip]
 
     def _network_file(self, uid: str) -> Path:
         return self._pod_dir(uid) / "network.json"
