@@ -16,13 +16,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from microkube.testing import Kubectl, ServerProcess, find_kubectl
+from microkube.testing import Kubectl, ServerProcess, eventually, find_kubectl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.slow]
 
@@ -51,20 +51,6 @@ def http_get(url: str) -> str:
             "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())")
     return subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True, check=True,
                           env={**os.environ, "NO_PROXY": "*"}).stdout
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (AssertionError, subprocess.SubprocessError, KeyError, IndexError, ValueError) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
 
 
 def _scrub(node_dir: Path, cgroup_parent: str, *, bridge: str = BRIDGE, nft_table: str = NFT_TABLE) -> None:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,3 +219,19 @@ async def running_controllers(client: Any, *registrations: Any) -> AsyncIterator
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") -> Any:
+    """Poll ``check`` (every 0.5 s, up to ``timeout`` seconds) until it returns something true; return that.
+    Errors a poll of a real process may meet (a failed kubectl, a missing key) count as not yet."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, subprocess.SubprocessError, KeyError, IndexError, ValueError) as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")

@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +14,11 @@ import pytest
 from containerd_testenv import BUSYBOX_IMAGE, Daemon
 
 from microkube import bootstrap
-from microkube.testing import Kubectl, ServerProcess, find_kubectl
+from microkube.testing import Kubectl, ServerProcess, eventually, find_kubectl
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
 
 NODE = "mk-ctrd-node"
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (AssertionError, subprocess.SubprocessError, KeyError, IndexError, ValueError) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
 
 
 @pytest.fixture

@@ -170,8 +170,10 @@ class CNIExec:
     def from_options(cls, options: Mapping[str, Any]) -> CNIExec:
         """The registered factory. Options: ``conflist`` (path or mapping; required), ``binDir`` (a directory,
         a ``:``-separated list or a list; default /usr/lib/cni), ``cacheDir`` (default /var/lib/cni),
-        ``timeout`` (seconds per plugin execution)."""
-        known = {"conflist", "binDir", "bin_dir", "cacheDir", "cache_dir", "timeout"}
+        ``timeout`` (seconds per plugin execution). What the node agent passes to every network is accepted:
+        ``stateDir`` (the default cache dir then lives there) and ``podCIDR`` (the conflist's IPAM decides the
+        addresses; a conflist for a node names its range itself)."""
+        known = {"conflist", "binDir", "bin_dir", "cacheDir", "cache_dir", "timeout", "stateDir", "podCIDR"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise CNIError(ErrorCode.UNSUPPORTED_FIELD, "unsupported option",
@@ -182,7 +184,8 @@ class CNIExec:
         bins: Any = options.get("binDir", options.get("bin_dir", DEFAULT_BIN_DIR))
         bin_dirs = tuple(bins.split(os.pathsep)) if isinstance(bins, str) else tuple(str(b) for b in bins)
         return cls(NetworkConfigList.load(source), bin_dirs=bin_dirs,
-                   cache_dir=str(options.get("cacheDir", options.get("cache_dir", DEFAULT_CACHE_DIR))),
+                   cache_dir=str(options.get("cacheDir", options.get("cache_dir", options.get("stateDir",
+                                                                                      DEFAULT_CACHE_DIR)))),
                    timeout=float(options.get("timeout", DEFAULT_TIMEOUT)))
 
     # ------------------------------------------------------------------------------ executing

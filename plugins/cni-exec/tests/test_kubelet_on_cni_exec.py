@@ -1,0 +1,111 @@
+"""Pods on Debian's reference CNI plugins: the kubelet with its node's network set to ``cni-exec`` and a
+conflist (bridge + host-local + loopback), containers from the runc pack."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from microkube import bootstrap
+from microkube.testing import Kubectl, ServerProcess, eventually, find_kubectl
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
+
+NODE = "mk-cniexec-node"
+BRIDGE = "mkcnie0"
+SUBNET = "10.239.5.0/24"
+IMAGE = "microkube.local/busybox:latest"
+
+if os.geteuid() != 0 or not shutil.which("runc") or not Path("/usr/lib/cni/bridge").exists():
+    pytest.skip("needs root, runc and containernetworking-plugins", allow_module_level=True)
+
+
+def _own_memory_cgroup() -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path
+    return "/"
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Kubectl]:
+    binary = find_kubectl()
+    if binary is None:
+        pytest.fail("kubectl 1.32 is not installed; .ci/run installs it")
+    conflist = tmp_path / "pods.conflist"
+    conflist.write_text(json.dumps({"cniVersion": "1.0.0", "name": "mk-cniexec-e2e", "plugins": [
+        {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "dataDir": str(tmp_path / "ipam")}},
+        {"type": "loopback"}]}))
+    ip_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    cgroup_parent = f"{_own_memory_cgroup().rstrip('/')}/microkube-cniexec-{uuid.uuid4().hex[:8]}"
+    server = ServerProcess(tmp_path / "server", components=True).start(timeout=60)
+    node_dir = tmp_path / "node"
+    node_dir.mkdir()
+    kubeconfig, cert, key = bootstrap.local_credentials(server.data_dir, NODE, node_dir, ["127.0.0.1"])
+    log = (tmp_path / "kubelet.log").open("w")
+    kubelet = subprocess.Popen(
+        [sys.executable, "-m", "microkube.cli", "kubelet", "--kubeconfig", str(kubeconfig), "--root-dir",
+         str(node_dir), "--tls-cert-file", str(cert), "--tls-private-key-file", str(key), "--client-ca-file",
+         str(server.data_dir / "pki" / "ca.crt"), "--node-name", NODE, "--node-ip", "127.0.0.1",
+         "--kubelet-port", "0", "--network", "cni-exec", f"--network-option=conflist={conflist}",
+         f"--runtime-option=cgroupParent={cgroup_parent}"],
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MICROKUBE_DISABLE_PLUGIN_AUTOLOAD": "0", "MICROKUBE_PLUGINS": "runc,cni-exec"})
+    kubectl = Kubectl(binary, server.kubeconfig, tmp_path / "kubectl-home")
+    try:
+        eventually(lambda: "True" in kubectl("get", "node", NODE, "-o",
+                                             "jsonpath={.status.conditions[?(@.type=='Ready')].status}"),
+                   60, "the node Ready")
+        yield kubectl
+    finally:
+        kubectl.run("delete", "pods", "--all", "--grace-period=1", "--wait=true", check=False, timeout=60)
+        kubelet.terminate()
+        kubelet.wait(30)
+        log.close()
+        server.stop()
+        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
+        Path("/proc/sys/net/ipv4/ip_forward").write_text(ip_forward)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            top = hierarchy / cgroup_parent.lstrip("/")
+            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                directory.rmdir()
+            if top.is_dir():
+                top.rmdir()
+
+
+def test_pods_run_on_the_reference_plugins(node: Kubectl) -> None:
+    node("apply", "-f", "-", input=f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: on-cni}}
+spec:
+  containers:
+  - {{name: c, image: {IMAGE}, command: ["sh", "-c", "ip -4 addr show eth0; exec sleep 3600"]}}
+""")
+
+    def running() -> dict[str, Any] | None:
+        pod: dict[str, Any] = node.json("get", "pod", "on-cni")
+        return pod if pod["status"].get("phase") == "Running" and pod["status"].get("podIP") else None
+
+    pod = eventually(running, 60, "the pod Running with an IP")
+    address = pod["status"]["podIP"]
+    assert address.startswith("10.239.5.")  # host-local's range from the conflist
+    assert eventually(lambda: address in node("logs", "on-cni"), 30, "the address inside the pod")
+    links = json.loads(subprocess.run(["ip", "-j", "link", "show", "master", BRIDGE], capture_output=True,
+                                      text=True, check=True).stdout)
+    assert len(links) == 1  # the pod's veth on the reference bridge
+    node("delete", "pod", "on-cni", "--grace-period=1", "--wait=true", timeout=60)
+    after = json.loads(subprocess.run(["ip", "-j", "link", "show", "master", BRIDGE], capture_output=True,
+                                      text=True, check=True).stdout)
+    assert after == []  # CNI DEL through the reference plugins
