@@ -389,6 +389,11 @@ spec:
 def test_wrong_input_is_reported_in_status_and_events(cluster: Cluster) -> None:
     cluster.apply(f"""
 apiVersion: v1
+kind: ConfigMap
+metadata: {{name: partial}}
+data: {{present: "yes"}}
+---
+apiVersion: v1
 kind: Pod
 metadata: {{name: no-image}}
 spec:
@@ -408,7 +413,7 @@ spec:
   - name: c
     image: {IMAGE}
     command: [sleep, "3600"]
-    env: [{{name: X, valueFrom: {{configMapKeyRef: {{name: settings, key: absent}}}}}}]
+    env: [{{name: X, valueFrom: {{configMapKeyRef: {{name: partial, key: absent}}}}}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -424,9 +429,12 @@ spec:
     eventually(lambda: waiting("no-image") in ("ErrImagePull", "ImagePullBackOff"), 60, "ErrImagePull")
     eventually(lambda: waiting("no-image") == "ImagePullBackOff", 60, "ImagePullBackOff")
     eventually(lambda: waiting("bad-command") in ("CreateContainerError", "RunContainerError"), 60, "create error")
-    eventually(lambda: waiting("bad-env") == "CreateContainerConfigError", 60, "config error")
-    message = cluster.container_status("bad-env")["state"]["waiting"]["message"]
-    assert "absent" in message and "settings" in message
+    def config_error() -> str:
+        state = cluster.container_status("bad-env").get("state", {}).get("waiting", {})
+        return str(state.get("message", "")) if state.get("reason") == "CreateContainerConfigError" else ""
+
+    message = eventually(lambda: "absent" in config_error() and config_error(), 60, "the missing key named")
+    assert "partial" in message
     eventually(lambda: "FailedMount" in cluster.kubectl("get", "events", "--field-selector",
                                                           "involvedObject.name=bad-volume"), 60, "FailedMount")
     assert cluster.pod("bad-volume")["status"]["phase"] == "Pending"

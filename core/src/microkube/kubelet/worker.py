@@ -91,8 +91,6 @@ class PodState:
     #: The pod was removed from the API (or its static manifest from disk): tear down, do not report.
     gone: bool = False
     torn_down: bool = False
-    #: Set while the first sync of a pod that is being deleted stops it.
-    killing: bool = False
 
 
 class PodWorkers:
@@ -729,7 +727,7 @@ class PodWorkers:
     # -- status ----------------------------------------------------------------------------------
 
     async def _report(self, state: PodState, *, sandbox_ready: bool, pod_ips: list[str],
-                      instances: dict[str, list[podstatus.Instance]], terminating: bool = False) -> Object:
+                      instances: dict[str, list[podstatus.Instance]]) -> Object:
         views: dict[str, podstatus.ContainerView] = {}
         specs = containerspec.containers(state.pod) + containerspec.init_containers(state.pod)
         for spec in specs:
@@ -741,8 +739,7 @@ class PodWorkers:
                 ready=latest is not None and latest.running and self.probes.ready(state.uid, name),
                 started=latest is not None and latest.running and self.probes.started(state.uid, name))
         view = podstatus.PodView(pod=state.pod, sandbox_ready=sandbox_ready, pod_ips=pod_ips, host_ip=self.host_ip(),
-                                 start_time=state.start_time, runtime_scheme=self.runtime_scheme, containers=views,
-                                 terminating=terminating)
+                                 start_time=state.start_time, runtime_scheme=self.runtime_scheme, containers=views)
         new = podstatus.pod_status(view, format_time(utcnow()))
         if state.last_status is None or podstatus.without_times(new) != podstatus.without_times(state.last_status):
             state.last_status = new
