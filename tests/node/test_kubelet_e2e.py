@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from microkube.testing import Kubectl, ServerProcess, eventually, find_kubectl
+from microkube.testing import Kubectl, ServerProcess, eventually, find_kubectl, own_memory_cgroup
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.slow]
 
@@ -34,14 +34,6 @@ NODE = "mk-e2e-node"
 BRIDGE = "mke2e0"
 NFT_TABLE = "microkube-e2e"
 CLUSTER_CIDR = "10.236.0.0/16"
-
-
-def _own_memory_cgroup() -> str:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return path
-    return "/"
 
 
 def http_get(url: str) -> str:
@@ -125,7 +117,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if binary is None:
         pytest.fail("kubectl 1.32 is not installed; .ci/run installs it")
     data_dir = tmp_path_factory.mktemp("node-e2e")
-    cgroup_parent = f"{_own_memory_cgroup().rstrip('/')}/microkube-e2e-{uuid.uuid4().hex[:8]}"
+    cgroup_parent = f"{own_memory_cgroup().rstrip('/')}/microkube-e2e-{uuid.uuid4().hex[:8]}"
     server = ServerProcess(
         data_dir, subcommand="up", components=True,
         env={"MICROKUBE_DISABLE_PLUGIN_AUTOLOAD": "0", "MICROKUBE_PLUGINS": "runc,bridge"},

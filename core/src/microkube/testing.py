@@ -235,3 +235,46 @@ def eventually(check: Callable[[], Any], timeout: float = 60.0, what: str = "") 
             last = exc
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what or check}: last {last!r}")
+
+
+def own_memory_cgroup() -> str:
+    """This process's memory cgroup (cgroup v1), under which tests nest the cgroups their runtimes make."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return path
+    return "/"
+
+
+@contextlib.contextmanager
+def kubelet_node(server: ServerProcess, node_name: str, directory: Path, *args: str,
+                 plugins: str) -> Iterator[Kubectl]:
+    """A ``microkube kubelet`` process registering ``node_name`` with ``server`` (node credentials issued from the
+    server's CA), loading only the packs in ``plugins``; yields kubectl once the node is Ready and deletes every
+    pod before the kubelet stops."""
+    from microkube import bootstrap
+
+    binary = find_kubectl()
+    if binary is None:
+        pytest.fail("kubectl 1.32 is not installed; .ci/run installs it")
+    node_dir = directory / "node"
+    node_dir.mkdir()
+    kubeconfig, cert, key = bootstrap.local_credentials(server.data_dir, node_name, node_dir, ["127.0.0.1"])
+    with (directory / "kubelet.log").open("w") as log:
+        kubelet = subprocess.Popen(
+            [sys.executable, "-m", "microkube.cli", "kubelet", "--kubeconfig", str(kubeconfig), "--root-dir",
+             str(node_dir), "--tls-cert-file", str(cert), "--tls-private-key-file", str(key), "--client-ca-file",
+             str(server.data_dir / "pki" / "ca.crt"), "--node-name", node_name, "--node-ip", "127.0.0.1",
+             "--kubelet-port", "0", *args],
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "MICROKUBE_DISABLE_PLUGIN_AUTOLOAD": "0", "MICROKUBE_PLUGINS": plugins})
+        kubectl = Kubectl(binary, server.kubeconfig, directory / "kubectl-home")
+        try:
+            eventually(lambda: "True" in kubectl("get", "node", node_name, "-o",
+                                                 "jsonpath={.status.conditions[?(@.type=='Ready')].status}"),
+                       60, f"node {node_name} Ready")
+            yield kubectl
+        finally:
+            kubectl.run("delete", "pods", "--all", "--grace-period=1", "--wait=true", check=False, timeout=60)
+            kubelet.terminate()
+            kubelet.wait(30)

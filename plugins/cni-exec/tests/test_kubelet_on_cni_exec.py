@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from microkube import bootstrap
-from microkube.testing import Kubectl, ServerProcess, eventually, find_kubectl
+from microkube.testing import Kubectl, ServerProcess, eventually, kubelet_node, own_memory_cgroup
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
 
@@ -29,50 +27,21 @@ if os.geteuid() != 0 or not shutil.which("runc") or not Path("/usr/lib/cni/bridg
     pytest.skip("needs root, runc and containernetworking-plugins", allow_module_level=True)
 
 
-def _own_memory_cgroup() -> str:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return path
-    return "/"
-
-
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Kubectl]:
-    binary = find_kubectl()
-    if binary is None:
-        pytest.fail("kubectl 1.32 is not installed; .ci/run installs it")
     conflist = tmp_path / "pods.conflist"
     conflist.write_text(json.dumps({"cniVersion": "1.0.0", "name": "mk-cniexec-e2e", "plugins": [
         {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
          "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "dataDir": str(tmp_path / "ipam")}},
         {"type": "loopback"}]}))
     ip_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
-    cgroup_parent = f"{_own_memory_cgroup().rstrip('/')}/microkube-cniexec-{uuid.uuid4().hex[:8]}"
+    cgroup_parent = f"{own_memory_cgroup().rstrip('/')}/microkube-cniexec-{uuid.uuid4().hex[:8]}"
     server = ServerProcess(tmp_path / "server", components=True).start(timeout=60)
-    node_dir = tmp_path / "node"
-    node_dir.mkdir()
-    kubeconfig, cert, key = bootstrap.local_credentials(server.data_dir, NODE, node_dir, ["127.0.0.1"])
-    log = (tmp_path / "kubelet.log").open("w")
-    kubelet = subprocess.Popen(
-        [sys.executable, "-m", "microkube.cli", "kubelet", "--kubeconfig", str(kubeconfig), "--root-dir",
-         str(node_dir), "--tls-cert-file", str(cert), "--tls-private-key-file", str(key), "--client-ca-file",
-         str(server.data_dir / "pki" / "ca.crt"), "--node-name", NODE, "--node-ip", "127.0.0.1",
-         "--kubelet-port", "0", "--network", "cni-exec", f"--network-option=conflist={conflist}",
-         f"--runtime-option=cgroupParent={cgroup_parent}"],
-        stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "MICROKUBE_DISABLE_PLUGIN_AUTOLOAD": "0", "MICROKUBE_PLUGINS": "runc,cni-exec"})
-    kubectl = Kubectl(binary, server.kubeconfig, tmp_path / "kubectl-home")
     try:
-        eventually(lambda: "True" in kubectl("get", "node", NODE, "-o",
-                                             "jsonpath={.status.conditions[?(@.type=='Ready')].status}"),
-                   60, "the node Ready")
-        yield kubectl
+        with kubelet_node(server, NODE, tmp_path, "--network", "cni-exec", f"--network-option=conflist={conflist}",
+                          f"--runtime-option=cgroupParent={cgroup_parent}", plugins="runc,cni-exec") as kubectl:
+            yield kubectl
     finally:
-        kubectl.run("delete", "pods", "--all", "--grace-period=1", "--wait=true", check=False, timeout=60)
-        kubelet.terminate()
-        kubelet.wait(30)
-        log.close()
         server.stop()
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
         Path("/proc/sys/net/ipv4/ip_forward").write_text(ip_forward)

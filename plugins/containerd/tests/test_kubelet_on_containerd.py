@@ -3,9 +3,6 @@ the private containerd the tests start), containerd networking the pods itself w
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +10,7 @@ from typing import Any
 import pytest
 from containerd_testenv import BUSYBOX_IMAGE, Daemon
 
-from microkube import bootstrap
-from microkube.testing import Kubectl, ServerProcess, eventually, find_kubectl
+from microkube.testing import Kubectl, ServerProcess, eventually, kubelet_node
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
 
@@ -23,32 +19,12 @@ NODE = "mk-ctrd-node"
 
 @pytest.fixture
 def node(containerd_daemon: Daemon, tmp_path: Path) -> Iterator[Kubectl]:
-    binary = find_kubectl()
-    if binary is None:
-        pytest.fail("kubectl 1.32 is not installed; .ci/run installs it")
     server = ServerProcess(tmp_path / "server", components=True).start(timeout=60)
-    node_dir = tmp_path / "node"
-    node_dir.mkdir()
-    kubeconfig, cert, key = bootstrap.local_credentials(server.data_dir, NODE, node_dir, ["127.0.0.1"])
-    log = (tmp_path / "kubelet.log").open("w")
-    kubelet = subprocess.Popen(
-        [sys.executable, "-m", "microkube.cli", "kubelet", "--kubeconfig", str(kubeconfig), "--root-dir",
-         str(node_dir), "--tls-cert-file", str(cert), "--tls-private-key-file", str(key), "--client-ca-file",
-         str(server.data_dir / "pki" / "ca.crt"), "--node-name", NODE, "--node-ip", "127.0.0.1",
-         "--kubelet-port", "0", "--runtime", "containerd", f"--runtime-option=endpoint={containerd_daemon.endpoint}"],
-        stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "MICROKUBE_DISABLE_PLUGIN_AUTOLOAD": "0", "MICROKUBE_PLUGINS": "containerd"})
-    kubectl = Kubectl(binary, server.kubeconfig, tmp_path / "kubectl-home")
     try:
-        eventually(lambda: "True" in kubectl("get", "node", NODE, "-o",
-                                             "jsonpath={.status.conditions[?(@.type=='Ready')].status}"),
-                   60, "the node Ready")
-        yield kubectl
+        with kubelet_node(server, NODE, tmp_path, "--runtime", "containerd",
+                          f"--runtime-option=endpoint={containerd_daemon.endpoint}", plugins="containerd") as kubectl:
+            yield kubectl
     finally:
-        kubectl.run("delete", "pods", "--all", "--grace-period=1", "--wait=true", check=False, timeout=60)
-        kubelet.terminate()
-        kubelet.wait(30)
-        log.close()
         server.stop()
 
 
