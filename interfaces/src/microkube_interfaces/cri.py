@@ -505,6 +505,8 @@ class RuntimeCapabilities:
     networks_pods_itself: bool = False
     supports_exec_streaming: bool = False
     supports_attach: bool = False
+    #: Containers (``ContainerConfig.tty``) and execs (``exec(tty=True)``) on a terminal.
+    supports_tty: bool = False
     supports_port_forward: bool = False
     supports_stats: bool = False
     supports_update_resources: bool = False

@@ -264,8 +264,8 @@ async def test_options_streaming_and_networks_pods() -> None:
     pack = create_runtime({"endpoint": "unix:///nonexistent/cri.sock", "streaming": "false", "networks_pods": False})
     try:
         caps = pack.capabilities
-        assert not (caps.supports_exec_streaming or caps.supports_attach or caps.supports_port_forward
-                    or caps.networks_pods_itself)
+        assert not (caps.supports_exec_streaming or caps.supports_attach or caps.supports_tty
+                    or caps.supports_port_forward or caps.networks_pods_itself)
         with pytest.raises(Unsupported):
             await pack.runtime.exec("0" * 64, ["true"])
         with pytest.raises(Unsupported):

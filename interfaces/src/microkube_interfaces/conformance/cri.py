@@ -71,7 +71,7 @@ class CRICapabilities:
     exec_streaming: bool = True
     #: ``attach`` to a container's main process (supports_attach).
     attach: bool = True
-    #: Containers and execs with a terminal (``ContainerConfig.tty``, ``exec(tty=True)``).
+    #: Containers and execs with a terminal (``ContainerConfig.tty``, ``exec(tty=True)``; supports_tty).
     tty: bool = True
     #: ``ContainerStream.close_stdin`` gives the exec'd or attached process end of file. A runtime whose stream
     #: protocol cannot signal it declares False; its ``close_stdin`` then raises Unsupported.
@@ -115,11 +115,11 @@ class CRICapabilities:
 
     @classmethod
     def from_runtime(cls, capabilities: cri.RuntimeCapabilities, **overrides: Any) -> CRICapabilities:
-        """The runtime's declared capabilities (tty follows attach), then ``overrides``."""
+        """The runtime's declared capabilities, then ``overrides``."""
         derived: dict[str, Any] = {
             "exec_streaming": capabilities.supports_exec_streaming,
             "attach": capabilities.supports_attach,
-            "tty": capabilities.supports_attach,
+            "tty": capabilities.supports_tty,
             "port_forward": capabilities.supports_port_forward,
             "stats": capabilities.supports_stats,
             "update_resources": capabilities.supports_update_resources,

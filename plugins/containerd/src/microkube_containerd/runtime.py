@@ -45,6 +45,7 @@ CAPABILITIES = cri.RuntimeCapabilities(
     networks_pods_itself=True,
     supports_exec_streaming=True,
     supports_attach=True,
+    supports_tty=True,
     supports_port_forward=True,
     supports_stats=True,
     supports_update_resources=True,
@@ -186,7 +187,7 @@ class ContainerdRuntimeService:
             raise Invalid("metadata.name: required in a container config")
         if not config.image.image:
             raise Invalid("image.image: required in a container config")
-        if config.tty and not self.capabilities.supports_attach:
+        if config.tty and not self.capabilities.supports_tty:
             raise Unsupported("tty: a terminal's output is read by attaching, and the pack was configured with "
                               "streaming=false")
         config = dataclasses.replace(config, linux=dataclasses.replace(
@@ -422,6 +423,7 @@ def create_runtime(options: dict[str, Any] | None = None) -> ContainerdRuntime:
     streaming, networks_pods = _flag(options, "streaming"), _flag(options, "networks_pods")
     capabilities = dataclasses.replace(CAPABILITIES, networks_pods_itself=networks_pods,
                                        supports_exec_streaming=streaming, supports_attach=streaming,
+                                       supports_tty=streaming,
                                        supports_port_forward=streaming)
     endpoint = str(options.get("endpoint") or DEFAULT_ENDPOINT)
     try:
