@@ -6,8 +6,12 @@ become gRPC status codes (NotFound → NOT_FOUND, Invalid → INVALID_ARGUMENT, 
 Retryable → UNAVAILABLE, …). RPCs without a Protocol counterpart (PodSandboxStats, ListPodSandboxStats,
 UpdateRuntimeConfig, CheckpointContainer, GetContainerEvents, metrics, RuntimeConfig) are UNIMPLEMENTED.
 
-Exec, Attach and PortForward answer UNIMPLEMENTED: CRI hands out a streaming-server URL there, and this
-server runs no streaming server (the packs' stream handles are served by the kubelet API instead).
+Exec, Attach and PortForward are checked (the container exists and runs, or the sandbox is ready; at least one
+of stdin/stdout/stderr; not tty with stderr) and answered with a one-time URL on the streaming server that
+runs beside the gRPC server (``criserve_streaming``: aiohttp on ``--streaming-address``, default 127.0.0.1 and
+a free port; WebSocket remote-command v5/v4 and port-forward, as the kubelet API speaks them). It serves what
+the pack declares in ``RuntimeCapabilities``: exec streaming, attach, tty or port-forward the pack lacks is
+UNIMPLEMENTED at the call.
 
 PodSandboxStatus with ``verbose`` returns the pack's ``info`` entries as they are, plus ``info["info"]``:
 a JSON object in containerd's shape (``netNamespacePath``, ``pid``) so CRI clients written for containerd
@@ -22,10 +26,12 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from microkube import criserve_streaming as streaming
 from microkube_interfaces import cri, errors
 from microkube_interfaces.criapi import convert
 from microkube_interfaces.criapi.runtime.v1 import api_pb2 as pb
@@ -38,10 +44,16 @@ Handler = Callable[[Any], Awaitable[Any]]
 class CriServer:
     """Serves one ``cri.Runtime`` (``.runtime``, ``.images``) as CRI v1."""
 
-    def __init__(self, pack: Any) -> None:
+    def __init__(self, pack: Any, streaming_server: streaming.StreamingServer | None = None) -> None:
         self.pack = pack
         self.rt: cri.RuntimeService = pack.runtime
         self.im: cri.ImageService = pack.images
+        self.streaming = streaming_server
+
+    def _streaming(self, method: str) -> streaming.StreamingServer:
+        if self.streaming is None:
+            raise errors.Unsupported(f"{method}: this server runs no streaming server")
+        return self.streaming
 
     # --- RuntimeService -------------------------------------------------------------------------
 
@@ -126,13 +138,19 @@ class CriServer:
         return pb.ListContainerStatsResponse(stats=[convert.container_stats_to_pb(s) for s in found])
 
     async def Exec(self, r: pb.ExecRequest) -> pb.ExecResponse:
-        raise errors.Unsupported("Exec: cri-serve runs no streaming server; use ExecSync")
+        url = await self._streaming("Exec").exec(streaming.ExecRequest(
+            r.container_id, tuple(r.cmd), tty=r.tty, stdin=r.stdin, stdout=r.stdout, stderr=r.stderr))
+        return pb.ExecResponse(url=url)
 
     async def Attach(self, r: pb.AttachRequest) -> pb.AttachResponse:
-        raise errors.Unsupported("Attach: cri-serve runs no streaming server")
+        url = await self._streaming("Attach").attach(streaming.AttachRequest(
+            r.container_id, tty=r.tty, stdin=r.stdin, stdout=r.stdout, stderr=r.stderr))
+        return pb.AttachResponse(url=url)
 
     async def PortForward(self, r: pb.PortForwardRequest) -> pb.PortForwardResponse:
-        raise errors.Unsupported("PortForward: cri-serve runs no streaming server")
+        url = await self._streaming("PortForward").port_forward(streaming.PortForwardRequest(
+            r.pod_sandbox_id, tuple(int(p) for p in r.port)))
+        return pb.PortForwardResponse(url=url)
 
     # --- ImageService ---------------------------------------------------------------------------
 
@@ -208,31 +226,40 @@ def _prepare_socket(path: Path) -> Path:
     return path
 
 
-async def serve(pack: Any, socket_path: Path, *, ready: Callable[[], None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
-    """Serve ``pack`` on ``socket_path`` (a stale socket file is replaced) until ``stop`` is set or SIGTERM/SIGINT."""
+async def serve(pack: Any, socket_path: Path, *, streaming_address: tuple[str, int] = streaming.DEFAULT_ADDRESS,
+                ready: Callable[[], None] | None = None, stop: asyncio.Event | None = None,
+                clock: Callable[[], float] = time.monotonic) -> None:
+    """Serve ``pack`` on ``socket_path`` (a stale socket file is replaced), its streaming server on
+    ``streaming_address``, until ``stop`` is set or SIGTERM/SIGINT; the pack is closed at the end.
+    ``clock`` drives the expiry of streaming tokens."""
     import grpc.aio  # type: ignore[import-untyped]
 
-    socket_path = _prepare_socket(socket_path)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(generic_handlers(CriServer(pack)))
-    server.add_insecure_port(f"unix://{socket_path}")
-    await server.start()
-    os.chmod(socket_path, 0o600)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    log.info("serving CRI v1 on unix://%s", socket_path)
-    if ready is not None:
-        ready()
+    streaming_server = streaming.StreamingServer(pack.runtime, pack.capabilities, address=streaming_address,
+                                                 clock=clock)
+    server = None
     try:
+        socket_path = _prepare_socket(socket_path)
+        await streaming_server.start()
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(generic_handlers(CriServer(pack, streaming_server)))
+        server.add_insecure_port(f"unix://{socket_path}")
+        await server.start()
+        os.chmod(socket_path, 0o600)
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        log.info("serving CRI v1 on unix://%s", socket_path)
+        if ready is not None:
+            ready()
         await stop.wait()
     finally:
-        await server.stop(grace=2)
-        with contextlib.suppress(OSError):
-            socket_path.unlink()
+        if server is not None:
+            await server.stop(grace=2)
+            with contextlib.suppress(OSError):
+                socket_path.unlink()
+        await streaming_server.stop()
         close = getattr(pack, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
@@ -246,8 +273,11 @@ def command(args: Any) -> int:
     async def run() -> int:
         try:
             registration = Plugins(autoload=False if args.no_autoload else None).registrar.runtimes.get(args.runtime)
+            # --streaming-address HOST:PORT (a free port on 127.0.0.1 when not given)
+            address = getattr(args, "streaming_address", None)
+            streaming_address = streaming.parse_address(address) if address else streaming.DEFAULT_ADDRESS
             pack = registration.factory(dict(args.runtime_option))
-            await serve(pack, args.socket)
+            await serve(pack, args.socket, streaming_address=streaming_address)
         except errors.MicrokubeError as exc:
             log.error("microkube cri-serve: %s", exc)
             return 1
