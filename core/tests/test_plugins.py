@@ -8,6 +8,7 @@ import pytest
 
 from microkube.plugins import DEFAULT_PLUGINS, Plugins
 from microkube.store import open_store
+from microkube.store.memory import MemoryStore
 from microkube_interfaces import PluginInfo, errors, hookimpl
 from microkube_interfaces.registry import Registrar
 
@@ -29,8 +30,9 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 def test_a_plugin_adds_a_store_backend() -> None:
-    class Backend:
+    class Backend(MemoryStore):
         def __init__(self, url: str) -> None:
+            super().__init__()
             self.url = url
 
     pack = types.SimpleNamespace(
@@ -45,12 +47,14 @@ def test_a_plugin_adds_a_store_backend() -> None:
 
 def test_duplicate_names_are_refused() -> None:
     pack = types.SimpleNamespace(
-        microkube_register=hookimpl(lambda registrar: registrar.stores.add("sqlite", object, plugin="copycat")),
+        microkube_plugin_info=hookimpl(lambda: PluginInfo(name="copycat", interfaces={"store": ("v1",)})),
+        microkube_register=hookimpl(lambda registrar: registrar.stores.add("sqlite", MemoryStore, plugin="copycat")),
     )
     plugins = Plugins(autoload=False, extra=[pack])
     with pytest.raises(errors.AlreadyExists) as error:
         plugins.registrar  # noqa: B018 - building the registrar runs the hooks
-    assert "sqlite" in str(error.value) and "copycat" in str(error.value)
+    assert str(error.value) == ("store backend 'sqlite' is already registered by plugin 'store'; "
+                                "plugin 'copycat' must choose another name")
 
 
 def test_unknown_names_list_the_known_ones() -> None:
