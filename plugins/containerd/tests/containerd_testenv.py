@@ -10,23 +10,37 @@ state of this network, the bridge, the test cgroups, and restores ``net.ipv4.ip_
 
 ``runtime`` (function): the pack (``create_runtime({"endpoint": …, "ctr": …})``) on that containerd.
 Skips when not root or when containerd is not installed (``apt-get install containerd``).
+
+``cri_serve_runc`` (session): ``microkube cri-serve --runtime runc`` and its streaming server; it needs core and
+the runc pack, which it imports only when set up, so that this module serves the containerd-only conformance
+env (wheels of the interfaces and this pack, nothing else). The images come from ``busybox_archive``, a
+one-layer OCI image of the host's static busybox built here with the standard library (this pack's tests
+cannot lean on the runc pack's builder there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
+import io
+import itertools
 import json
 import os
 import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from microkube_interfaces import cri
 
 CONTAINERD = shutil.which("containerd") or "/usr/bin/containerd"
 CTR = shutil.which("ctr") or "/usr/bin/ctr"
@@ -36,6 +50,85 @@ BUSYBOX_IMAGE = "microkube.local/busybox:latest"
 CGROUP_BASE = f"/microkube-ctrd-test-{os.getpid()}"
 SHIM_DIR = Path("/run/containerd/s")
 CNI_RESULTS = Path("/var/lib/cni/results")
+BUSYBOX = "/bin/busybox"
+
+
+def _blob(data: bytes) -> tuple[str, bytes]:
+    return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _tar(entries: Sequence[tuple[str, bytes | None, str]]) -> bytes:
+    """A tar of (name, data, symlink target) entries: a directory when data is None and there is no target."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data, target in entries:
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uname, info.gname = 0, "root", "root"
+            if target:
+                info.type, info.linkname, info.mode = tarfile.SYMTYPE, target, 0o777
+            elif data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o1777 if name == "tmp" else 0o755
+            else:
+                info.size, info.mode = len(data), 0o755 if name.startswith("bin/") else 0o644
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()
+
+
+def busybox_archive(reference: str, cmd: tuple[str, ...] = ("sh",)) -> bytes:
+    """An OCI image-layout tarball (``ctr images import`` reads it) of a one-layer image of the host's static
+    busybox (``apt-get install busybox-static``) with ``cmd``, named ``reference``."""
+    if not os.path.exists(BUSYBOX):
+        pytest.skip(f"{BUSYBOX} is missing (apt-get install busybox-static)")
+    applets = subprocess.run([BUSYBOX, "--list"], check=True, capture_output=True, text=True).stdout.split()
+    layer = _tar([(d, None, "") for d in ("bin", "dev", "etc", "proc", "sys", "tmp", "var", "root", "run")]
+                 + [("bin/busybox", Path(BUSYBOX).read_bytes(), "")]
+                 + [(f"bin/{a}", None, "busybox") for a in sorted(set(applets) - {"busybox"}) if "/" not in a]
+                 + [("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n", ""),
+                    ("etc/group", b"root:x:0:\nnogroup:x:65534:\n", "")])
+    layer_digest, layer_blob = _blob(gzip.compress(layer, mtime=0))
+    config_digest, config = _blob(_json({
+        "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+        "config": {"Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": list(cmd), "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [_blob(layer)[0]]}}))
+    manifest_digest, manifest = _blob(_json({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest,
+                    "size": len(layer_blob)}]}))
+    index = _json({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": len(manifest),
+        "annotations": {"io.containerd.image.name": reference,
+                        "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[-1]}}]})
+    blobs = {layer_digest: layer_blob, config_digest: config, manifest_digest: manifest}
+    return _tar([("oci-layout", b'{"imageLayoutVersion":"1.0.0"}', ""), ("index.json", index, ""),
+                 ("blobs", None, ""), ("blobs/sha256", None, "")]
+                + [(f"blobs/sha256/{d.split(':', 1)[1]}", data, "") for d, data in sorted(blobs.items())])
+
+
+_counter = itertools.count()
+
+
+def sandbox_factory(tmp_path: Path) -> Callable[[cri.PodSandboxMetadata], cri.PodSandboxConfig]:
+    """The CRI suite's ``sandbox_config_factory``: logs under ``tmp_path``, a cgroup parent below CGROUP_BASE."""
+    def make(meta: cri.PodSandboxMetadata) -> cri.PodSandboxConfig:
+        return cri.PodSandboxConfig(
+            metadata=meta, log_directory=str(tmp_path / "logs" / f"{meta.name}_{meta.attempt}"),
+            linux=cri.LinuxPodSandboxConfig(cgroup_parent=f"{CGROUP_BASE}/conf{next(_counter)}"))
+
+    return make
+
+
+async def remove_all_and_close(pack: Any) -> None:
+    """Stop and remove every sandbox the pack lists, then close it."""
+    for sandbox in await pack.runtime.list_pod_sandbox():
+        await pack.runtime.stop_pod_sandbox(sandbox.id)
+        await pack.runtime.remove_pod_sandbox(sandbox.id)
+    await pack.close()
 
 
 @dataclass
@@ -163,8 +256,6 @@ def containerd_daemon() -> Iterator[Daemon]:
         pytest.skip("containerd tests need root")
     if not (Path(CONTAINERD).exists() and Path(CTR).exists()):
         pytest.skip("containerd is not installed (apt-get install containerd)")
-    from microkube_runc.busybox import build_busybox_image, oci_layout_archive
-
     d = Path(tempfile.mkdtemp(prefix="mk-ctrd-"))
     tag = f"{os.getpid() % 10000:04d}"
     octet = 100 + os.getpid() % 100
@@ -190,9 +281,8 @@ def containerd_daemon() -> Iterator[Daemon]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"containerd did not start: {(d / 'containerd.log').read_text()[-3000:]}")
             time.sleep(0.05)
-        pause = build_busybox_image(cmd=("/bin/sleep", "infinity"))
-        (d / "pause.tar").write_bytes(oci_layout_archive(pause, PAUSE_IMAGE))
-        (d / "busybox.tar").write_bytes(oci_layout_archive(build_busybox_image(), BUSYBOX_IMAGE))
+        (d / "pause.tar").write_bytes(busybox_archive(PAUSE_IMAGE, ("/bin/sleep", "infinity")))
+        (d / "busybox.tar").write_bytes(busybox_archive(BUSYBOX_IMAGE))
         _import(sock, d / "pause.tar")
         _import(sock, d / "busybox.tar")
         yield daemon
@@ -235,6 +325,15 @@ async def runtime(containerd_daemon: Daemon) -> AsyncIterator[object]:
     pack = create_runtime({"endpoint": containerd_daemon.endpoint, "ctr": CTR})
     yield pack
     await pack.close()
+
+
+def cri_serve_runc_options(socket: Path) -> dict[str, str]:
+    """The containerd pack's options for ``cri_serve_runc``: what runc declares (attach, terminals), and pods
+    networked by the node agent."""
+    from microkube_runc.runtime import CAPABILITIES
+
+    return {"endpoint": f"unix://{socket}", "attach": str(CAPABILITIES.supports_attach).lower(),
+            "tty": str(CAPABILITIES.supports_tty).lower(), "networks_pods": "false"}
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,9 @@
 
 Every test takes ``backend``: ``containerd`` is the private containerd of conftest; ``cri-serve-runc`` is the
 same client pointed at ``microkube cri-serve --runtime runc`` (the runc pack served as CRI v1 gRPC), which
-proves the gRPC path both ways. Differences are declared, not guessed: cri-serve answers exec/attach/
-port-forward with UNIMPLEMENTED, and the runc pack leaves pod networking to the node agent.
+proves the gRPC path both ways (exec streams and port-forward through cri-serve's streaming server too).
+Differences are declared, not guessed: the client is told what runc lacks (``cri_serve_runc_options``), and the
+runc pack leaves pod networking to the node agent.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from containerd_testenv import BUSYBOX_IMAGE, CGROUP_BASE, CTR, Daemon
+from containerd_testenv import BUSYBOX_IMAGE, CGROUP_BASE, CTR, Daemon, busybox_archive, cri_serve_runc_options
 
 from microkube_interfaces import cri
 from microkube_interfaces.errors import Invalid, NotFound, Unsupported
@@ -42,8 +43,7 @@ async def pack(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[An
         daemon: Daemon = request.getfixturevalue("containerd_daemon")
         runtime = create_runtime({"endpoint": daemon.endpoint, "ctr": CTR})
     else:
-        served = request.getfixturevalue("cri_serve_runc")
-        runtime = create_runtime({"endpoint": f"unix://{served}"})
+        runtime = create_runtime(cri_serve_runc_options(request.getfixturevalue("cri_serve_runc")))
     yield runtime
     for sandbox in await runtime.runtime.list_pod_sandbox():
         if sandbox.metadata.namespace == "ctrd-test":
@@ -200,11 +200,9 @@ async def test_images(pack: Any, backend: str, containerd_daemon: Daemon) -> Non
     assert info.image_filesystems and info.image_filesystems[0].mountpoint
     if backend != "containerd":
         return
-    from microkube_runc.busybox import build_busybox_image, oci_layout_archive
-
     extra = "microkube.local/extra:v1"
     archive = containerd_daemon.dir / "extra.tar"
-    archive.write_bytes(oci_layout_archive(build_busybox_image(cmd=("echo", "extra")), extra))
+    archive.write_bytes(busybox_archive(extra, ("echo", "extra")))
     imported = await images.import_archive(str(archive))
     assert [i.reference for i in imported] == [extra] and imported[0].id
     found = await images.image_status(cri.ImageSpec(extra))
@@ -216,7 +214,7 @@ async def test_images(pack: Any, backend: str, containerd_daemon: Daemon) -> Non
         await images.import_archive(str(containerd_daemon.dir / "nothing.tar"))
 
 
-async def test_exec_stream_and_port_forward(pack: Any, backend: str, log_dir: str) -> None:
+async def test_exec_stream_and_port_forward(pack: Any, log_dir: str) -> None:
     rt = pack.runtime
     config = sandbox_config(log_dir)
     sid = await rt.run_pod_sandbox(config)
@@ -224,12 +222,6 @@ async def test_exec_stream_and_port_forward(pack: Any, backend: str, log_dir: st
         "server", ("sh", "-c", "while :; do echo hello-from-pod | nc -l -p 8080; done")), config)
     await rt.start_container(cid)
     await wait_for_state(rt, cid, cri.ContainerState.CONTAINER_RUNNING)
-    if backend != "containerd":
-        with pytest.raises(Unsupported):
-            await rt.exec(cid, ["true"])
-        with pytest.raises(Unsupported):
-            await rt.port_forward(sid, 8080)
-        return
     stream = await rt.exec(cid, ["sh", "-c", "read line; echo got:$line; echo err >&2; exit 7"], stdin=True)
     try:
         await stream.write_stdin(b"ping\n")
@@ -277,3 +269,26 @@ async def test_options_streaming_and_networks_pods() -> None:
     assert create_runtime({"endpoint": "unix:///nonexistent/cri.sock"}).capabilities.supports_attach
     with pytest.raises(Invalid, match="streaming"):
         create_runtime({"streaming": "maybe"})
+    with pytest.raises(Invalid, match=r"attach=true: needs streaming=true"):
+        create_runtime({"streaming": "false", "attach": "true"})
+
+
+async def test_options_attach_and_tty() -> None:
+    """``attach=false`` / ``tty=false`` (a runtime behind the endpoint without them, e.g. runc behind cri-serve):
+    exec streams and port-forward stay, attach, tty execs and tty containers are refused locally."""
+    from microkube_containerd.runtime import create_runtime
+
+    pack = create_runtime({"endpoint": "unix:///nonexistent/cri.sock", "attach": "false", "tty": False})
+    try:
+        caps = pack.capabilities
+        assert caps.supports_exec_streaming and caps.supports_port_forward
+        assert not (caps.supports_attach or caps.supports_tty)
+        with pytest.raises(Unsupported, match="attach"):
+            await pack.runtime.attach("0" * 64)
+        with pytest.raises(Unsupported, match="tty"):
+            await pack.runtime.exec("0" * 64, ["true"], tty=True)
+        config = container_config("t", ("true",), tty=True)
+        with pytest.raises(Unsupported, match="tty"):
+            await pack.runtime.create_container("0" * 64, config, sandbox_config("/tmp"))
+    finally:
+        await pack.close()

@@ -86,8 +86,8 @@ class ContainerdRuntimeService:
 
     def _streaming(self, what: str, supported: bool) -> None:
         if not supported:
-            raise Unsupported(f"{what}: the pack was configured with streaming=false (the endpoint runs no "
-                              "streaming server)")
+            raise Unsupported(f"{what}: not supported as this pack is configured (streaming=false: the endpoint runs "
+                              "no streaming server; attach=false or tty=false: the runtime behind it lacks them)")
 
     async def _rt(self, method: str, request: Any, response: Any,
                   timeout: float | None = None) -> Any:  # noqa: ASYNC109 (a gRPC deadline)
@@ -187,9 +187,8 @@ class ContainerdRuntimeService:
             raise Invalid("metadata.name: required in a container config")
         if not config.image.image:
             raise Invalid("image.image: required in a container config")
-        if config.tty and not self.capabilities.supports_tty:
-            raise Unsupported("tty: a terminal's output is read by attaching, and the pack was configured with "
-                              "streaming=false")
+        if config.tty:
+            self._streaming("tty", self.capabilities.supports_tty)
         config = dataclasses.replace(config, linux=dataclasses.replace(
             config.linux, resources=_no_negative_oom(config.linux.resources)))
         request = pb.CreateContainerRequest(pod_sandbox_id=pod_sandbox_id,
@@ -250,6 +249,8 @@ class ContainerdRuntimeService:
     async def exec(self, container_id: str, cmd: list[str], *, tty: bool = False,
                    stdin: bool = False) -> cri.ContainerStream:
         self._streaming("exec", self.capabilities.supports_exec_streaming)
+        if tty:
+            self._streaming("exec with tty", self.capabilities.supports_tty)
         if not cmd:
             raise Invalid("cmd: empty; give the command to run")
         # stdin for every tty exec: containerd 1.6 loses a tty exec's output when it has no stdin to attach.
@@ -410,21 +411,26 @@ def create_runtime(options: dict[str, Any] | None = None) -> ContainerdRuntime:
     per call, default 120), ``ctr`` (path of containerd's ``ctr``, enables ``images.import_archive``),
     ``namespace`` (containerd namespace for imports, default ``k8s.io``); for endpoints other than containerd
     (e.g. ``microkube cri-serve``): ``streaming`` (default true; false: the endpoint runs no streaming server, so
-    exec streams, attach, tty containers and port-forward are not supported) and ``networks_pods`` (default
-    true; false: the node agent networks the pods).
+    exec streams, attach, tty containers and port-forward are not supported), ``attach`` and ``tty`` (default:
+    as ``streaming``; false when the runtime behind the endpoint lacks them, e.g. ``cri-serve --runtime runc``
+    before runc had terminals) and ``networks_pods`` (default true; false: the node agent networks the pods).
     """
     options = dict(options or {})
     # "root" is what every node agent passes to every runtime pack; containerd keeps its own state.
-    known = {"endpoint", "timeout", "ctr", "namespace", "streaming", "networks_pods", "root"}
+    known = {"endpoint", "timeout", "ctr", "namespace", "streaming", "attach", "tty", "networks_pods", "root"}
     unknown = set(options) - known
     if unknown:
         raise Invalid(f"containerd runtime options {sorted(unknown)}: unknown; use "
                       f"{', '.join(sorted(known - {'root'}))}")
     streaming, networks_pods = _flag(options, "streaming"), _flag(options, "networks_pods")
+    attach, tty = _flag(options, "attach", streaming), _flag(options, "tty", streaming)
+    for name, value in (("attach", attach), ("tty", tty)):
+        if value and not streaming:
+            raise Invalid(f"containerd runtime option {name}=true: needs streaming=true (a streaming server serves "
+                          "it); drop the option or set streaming=true")
     capabilities = dataclasses.replace(CAPABILITIES, networks_pods_itself=networks_pods,
-                                       supports_exec_streaming=streaming, supports_attach=streaming,
-                                       supports_tty=streaming,
-                                       supports_port_forward=streaming)
+                                       supports_exec_streaming=streaming, supports_attach=attach,
+                                       supports_tty=tty, supports_port_forward=streaming)
     endpoint = str(options.get("endpoint") or DEFAULT_ENDPOINT)
     try:
         timeout = float(options.get("timeout") or 120)
@@ -437,8 +443,8 @@ def create_runtime(options: dict[str, Any] | None = None) -> ContainerdRuntime:
     return ContainerdRuntime(ContainerdRuntimeService(client, capabilities), images, capabilities, client)
 
 
-def _flag(options: dict[str, Any], name: str) -> bool:
-    value = options.get(name, True)
+def _flag(options: dict[str, Any], name: str, default: bool = True) -> bool:
+    value = options.get(name, default)
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
