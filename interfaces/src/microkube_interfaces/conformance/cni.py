@@ -42,8 +42,10 @@ from microkube_interfaces.cni import (
     NetworkFactory,
     Result,
 )
+from microkube_interfaces.conformance._helpers import assert_implements, expect_error
 
 T = TypeVar("T")
+RULE = "cni/1.1"
 
 # ------------------------------------------------------------------------------------ capabilities
 
@@ -318,11 +320,19 @@ class CNIConformance:
         return AttachmentRequest(f"{name}-{_RUN}", netns, ifname, args=dict(capabilities.args), cni_version=version)
 
     @staticmethod
-    async def expect_error(call: Awaitable[Any], *codes: int) -> CNIError:
-        with pytest.raises(CNIError) as info:
+    async def expect_error(call: Awaitable[Any], *codes: int, shown: str = "", when: str = "") -> CNIError:
+        """Await ``call``, which must raise ``CNIError`` (with one of ``codes``, when given). ``shown`` is the call
+        as the failure message shows it, ``when`` the situation the rule is about."""
+        shown = shown or f"{getattr(getattr(call, 'cr_code', None), 'co_name', 'the call')}(...)"
+        when = when or "this call"
+        wanted = " or ".join(f"{int(c)} ({ErrorCode(c).name})" if c in ErrorCode._value2member_map_ else str(c)
+                             for c in codes)
+        fix = f"raise CNIError({' or '.join(_code_name(c) for c in codes)}, ...)" if codes else ""
+        with expect_error(CNIError, shown, f"{RULE}: {when}", fix=fix) as info:
             await call
         if codes:
-            assert int(info.value.code) in codes, f"expected code {codes}, got {info.value.to_json()}"
+            assert int(info.value.code) in codes, (
+                f"{shown} raised {info.value.to_json()}; {RULE} requires code {wanted} for {when} — {fix}")
         return info.value
 
     @staticmethod
@@ -331,9 +341,11 @@ class CNIConformance:
 
     # ------------------------------------------------------------------------------------ ADD
 
-    async def test_is_a_cni_plugin(self, cni_plugin: CNIPlugin) -> None:
-        """§2 CNI operations: the plugin offers ADD, DEL, CHECK, STATUS, GC and VERSION (the cni/1.1 Protocol)."""
-        assert isinstance(cni_plugin, CNIPlugin)
+    async def test_implements_the_interface(self, cni_plugin: CNIPlugin) -> None:
+        """§2 CNI operations: the plugin offers ADD, DEL, CHECK, STATUS, GC and VERSION as the cni/1.1 Protocol
+        declares them, async and callable with its arguments (microkube_interfaces.compliance, the check the core
+        runs on it)."""
+        assert_implements(cni_plugin, "cni")
 
     async def test_add_result_shape(self, cni_plugin: CNIPlugin, netns: str, capabilities: CNICapabilities) -> None:
         """§5 ADD Success: cniVersion is the one supplied; interfaces list the container interface with
@@ -395,7 +407,8 @@ class CNIConformance:
         return with an error"; the existing attachment stays intact."""
         request = self.request("dup0", netns, capabilities)
         first = await cni_plugin.add(request)
-        await self.expect_error(cni_plugin.add(request))
+        await self.expect_error(cni_plugin.add(request), shown="add(<the same request again>)",
+                                when="ADD of an attachment that exists")
         if capabilities.check:
             await cni_plugin.check(request, first)
         if capabilities.assigns_addresses:
@@ -409,7 +422,8 @@ class CNIConformance:
         and leaves nothing that blocks a later ADD of the same container."""
         missing = str(tmp_path / "no-such-netns")
         request = self.request("failed0", missing, capabilities)
-        await self.expect_error(cni_plugin.add(request))
+        await self.expect_error(cni_plugin.add(request), shown=f"add(<netns {missing}>)",
+                                when="ADD into a network namespace that does not exist")
         await cni_plugin.delete(request)
         retry = replace(request, netns=netns)
         await cni_plugin.add(retry)
@@ -420,10 +434,13 @@ class CNIConformance:
         or whitespace) or CNI_CONTAINERID is rejected with "invalid necessary environment variables"."""
         for ifname in ("", ".", "..", "a" * 16, "a/b", "a:b", "a b"):
             await self.expect_error(cni_plugin.add(self.request("badif0", netns, capabilities, ifname=ifname)),
-                                    ErrorCode.INVALID_ENVIRONMENT)
+                                    ErrorCode.INVALID_ENVIRONMENT, shown=f"add(<ifname {ifname!r}>)",
+                                    when=f"the invalid CNI_IFNAME {ifname!r}")
         for container_id in ("", "-x", "a/b", "a b"):
             bad = replace(self.request("x", netns, capabilities), container_id=container_id)
-            await self.expect_error(cni_plugin.add(bad), ErrorCode.INVALID_ENVIRONMENT)
+            await self.expect_error(cni_plugin.add(bad), ErrorCode.INVALID_ENVIRONMENT,
+                                    shown=f"add(<container id {container_id!r}>)",
+                                    when=f"the invalid CNI_CONTAINERID {container_id!r}")
         view = await read_netns(netns)
         assert set(view.links) <= {"lo"}, f"a rejected ADD left {sorted(view.links)}"
 
@@ -432,7 +449,8 @@ class CNIConformance:
         """§5 Error code 1 / §1 Version considerations: a cniVersion the plugin does not speak is rejected with
         "incompatible CNI version"."""
         await self.expect_error(cni_plugin.add(self.request("ver0", netns, capabilities, version="99.0.0")),
-                                ErrorCode.INCOMPATIBLE_VERSION)
+                                ErrorCode.INCOMPATIBLE_VERSION, shown="add(<cniVersion 99.0.0>)",
+                                when="a cniVersion the plugin does not speak")
 
     async def test_invalid_network_config(self, cni_factory: NetworkFactory | None,
                                           invalid_configs: Sequence[Mapping[str, Any]], netns: str,
@@ -453,7 +471,9 @@ class CNIConformance:
                 continue
             request = self.request("badconf0", netns, capabilities)
             try:
-                await self.expect_error(plugin.add(request), ErrorCode.INVALID_NETWORK_CONFIG)
+                await self.expect_error(plugin.add(request), ErrorCode.INVALID_NETWORK_CONFIG,
+                                        shown=f"add() on a network built from {config!r}",
+                                        when="an invalid network configuration")
             finally:
                 await plugin.delete(request)
 
@@ -570,7 +590,8 @@ class CNIConformance:
         request = self.request("chk1", netns, capabilities)
         result = await cni_plugin.add(request)
         await delete_link(netns, "eth0")
-        await self.expect_error(cni_plugin.check(request, result))
+        await self.expect_error(cni_plugin.check(request, result), shown="check(<eth0 deleted>)",
+                                when="CHECK of an attachment whose interface is gone")
         await cni_plugin.delete(request)
 
     # --------------------------------------------------------------------------------- STATUS
@@ -607,7 +628,8 @@ class CNIConformance:
         await cni_plugin.gc(valid)
         if capabilities.check:
             await cni_plugin.check(keep, kept)
-            await self.expect_error(cni_plugin.check(stale, dropped))
+            await self.expect_error(cni_plugin.check(stale, dropped), shown="check(<an attachment GC released>)",
+                                    when="CHECK of an attachment GC released")
         own = self.host_interfaces(dropped) - self.host_interfaces(kept)
         assert not own & await host_links(), f"GC left {sorted(own & await host_links())}"
         if capabilities.assigns_addresses:
@@ -629,6 +651,10 @@ class CNIConformance:
         assert set(COMPATIBLE_SPEC_VERSIONS) & set(result.supported_versions)
         raw = json.loads(result.to_json())
         assert set(raw) == {"cniVersion", "supportedVersions"}
+
+
+def _code_name(code: int) -> str:
+    return f"ErrorCode.{ErrorCode(code).name}" if code in ErrorCode._value2member_map_ else str(code)
 
 
 __all__ = [

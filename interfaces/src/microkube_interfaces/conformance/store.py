@@ -10,7 +10,10 @@ import asyncio
 import pytest
 
 from microkube_interfaces import errors
+from microkube_interfaces.conformance._helpers import assert_implements, expect_error
 from microkube_interfaces.store import EventType, Store, StoreCapabilities, WatchEvent
+
+RULE = "store/v1"
 
 
 async def _collect(store: Store, prefix: str, start: int, count: int, wait: float = 5.0) -> list[WatchEvent]:
@@ -38,9 +41,10 @@ class StoreConformance:
         """What the backend offers beyond the contract; override to declare more or less."""
         return StoreCapabilities()
 
-    async def test_is_a_store(self, store: Store) -> None:
-        """S1: the backend implements every method of the store/v1 Protocol."""
-        assert isinstance(store, Store)
+    async def test_implements_the_interface(self, store: Store) -> None:
+        """S1: the backend implements every method of the store/v1 Protocol, async where the Protocol's is and
+        callable with its arguments (microkube_interfaces.compliance, the check the core runs on it)."""
+        assert_implements(store, "store")
 
     async def test_create_then_get(self, store: Store) -> None:
         """S2: create returns a positive revision; get returns the value with create and mod revision."""
@@ -55,7 +59,7 @@ class StoreConformance:
         """S3: create of a present key raises AlreadyExists and changes nothing."""
         await store.create("/a/1", b"one")
         before = await store.current_revision()
-        with pytest.raises(errors.AlreadyExists):
+        with expect_error(errors.AlreadyExists, "create('/a/1') of a present key", f"{RULE}: a present key"):
             await store.create("/a/1", b"two")
         assert (await store.get("/a/1")).value == b"one"  # type: ignore[union-attr]
         assert await store.current_revision() == before
@@ -81,15 +85,16 @@ class StoreConformance:
         """S6: update with an expected_revision other than the key's mod_revision raises Conflict."""
         created = await store.create("/a/1", b"one")
         await store.update("/a/1", b"two")
-        with pytest.raises(errors.Conflict):
+        with expect_error(errors.Conflict, "update('/a/1', expected_revision=<stale>)",
+                          f"{RULE}: an expected_revision other than the key's mod_revision"):
             await store.update("/a/1", b"three", expected_revision=created)
         assert (await store.get("/a/1")).value == b"two"  # type: ignore[union-attr]
 
     async def test_update_and_delete_of_missing_key(self, store: Store) -> None:
         """S7: update and delete of an absent key raise NotFound."""
-        with pytest.raises(errors.NotFound):
+        with expect_error(errors.NotFound, "update('/a/none')", f"{RULE}: an absent key"):
             await store.update("/a/none", b"x")
-        with pytest.raises(errors.NotFound):
+        with expect_error(errors.NotFound, "delete('/a/none')", f"{RULE}: an absent key"):
             await store.delete("/a/none")
 
     async def test_delete(self, store: Store) -> None:
@@ -97,7 +102,8 @@ class StoreConformance:
         expected_revision raises Conflict."""
         created = await store.create("/a/1", b"one")
         updated = await store.update("/a/1", b"two")
-        with pytest.raises(errors.Conflict):
+        with expect_error(errors.Conflict, "delete('/a/1', expected_revision=<stale>)",
+                          f"{RULE}: an expected_revision other than the key's mod_revision"):
             await store.delete("/a/1", expected_revision=created)
         deleted = await store.delete("/a/1", expected_revision=updated)
         assert deleted.value == b"two"
@@ -191,11 +197,12 @@ class StoreConformance:
         target = await store.current_revision()
         await store.compact(target)
         assert await store.compacted_revision() >= target
-        with pytest.raises(errors.Expired):
+        compacted = f"{RULE}: a revision at or below the compaction point"
+        with expect_error(errors.Expired, "list('/k/', revision=<compacted>)", compacted):
             await store.list("/k/", revision=first)
-        with pytest.raises(errors.Expired):
+        with expect_error(errors.Expired, "get('/k/a', revision=<compacted>)", compacted):
             await store.get("/k/a", revision=first)
-        with pytest.raises(errors.Expired):
+        with expect_error(errors.Expired, "watch('/k/', start_revision=<compacted>) when iterated", compacted):
             await _collect(store, "/k/", first, 1)
         assert [(kv.key, kv.value) for kv in (await store.list("/k/")).items] == [("/k/a", b"2")]
         assert await store.create("/k/c", b"4") > target
