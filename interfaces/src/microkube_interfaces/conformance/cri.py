@@ -39,9 +39,11 @@ from typing import Any, TypeVar
 import pytest
 
 from microkube_interfaces import cri
+from microkube_interfaces.conformance._helpers import assert_implements, expect_error
 from microkube_interfaces.errors import Invalid, MicrokubeError, NotFound, Retryable, Unsupported
 
 T = TypeVar("T")
+RULE = "cri/v1"
 
 #: Makes names unique to this test process (runtimes may be shared by concurrent test processes).
 _RUN = f"{os.getpid():x}{os.urandom(2).hex()}"
@@ -388,6 +390,15 @@ class _CRIFixtures:
         """An image on a registry the vendor runs. None skips the pull rule."""
         return None
 
+    # The first test of either half (pytest collects base classes' tests first): the pack as a whole.
+
+    async def test_implements_the_interface(self, cri_runtime: cri.Runtime) -> None:
+        """CRI services: the pack offers RuntimeService and ImageService as the cri/v1 Protocols declare them (every
+        method async and callable with their arguments) and declares its RuntimeCapabilities
+        (microkube_interfaces.compliance, the check the core runs on it)."""
+        assert_implements(cri_runtime, "cri")
+        assert cri_runtime.capabilities.cgroup_driver in ("cgroupfs", "systemd")
+
 
 # ------------------------------------------------------------------------------------------ runtime
 
@@ -396,15 +407,6 @@ class CRIRuntimeConformance(_CRIFixtures):
     """RuntimeService rules: version and status, sandboxes, containers, exec, port-forward, logs, stats."""
 
     # ------------------------------------------------------------------------------ version, status
-
-    async def test_is_a_cri_runtime(self, cri_runtime: cri.Runtime) -> None:
-        """CRI services: the pack offers RuntimeService and ImageService (the cri/v1 Protocols) and declares its
-        RuntimeCapabilities."""
-        assert isinstance(cri_runtime, cri.Runtime)
-        assert isinstance(cri_runtime.runtime, cri.RuntimeService)
-        assert isinstance(cri_runtime.images, cri.ImageService)
-        assert isinstance(cri_runtime.capabilities, cri.RuntimeCapabilities)
-        assert cri_runtime.capabilities.cgroup_driver in ("cgroupfs", "systemd")
 
     async def test_version(self, rt: cri.RuntimeService) -> None:
         """CRI Version: the API version is v1; the runtime names itself and its version (critest runtime info)."""
@@ -535,7 +537,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         pod = await pods.sandbox()
         await pods.rt.stop_pod_sandbox(pod.id)
         await pods.rt.remove_pod_sandbox(pod.id)
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "pod_sandbox_status(<removed sandbox>)", f"{RULE}: a removed sandbox"):
             await pods.rt.pod_sandbox_status(pod.id)
         assert await pods.rt.list_pod_sandbox(cri.PodSandboxFilter(id=pod.id)) == []
 
@@ -546,7 +548,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         await pods.rt.remove_pod_sandbox(pod.id)
         await pods.rt.remove_pod_sandbox(pod.id)
         await pods.rt.remove_pod_sandbox("0" * 64)
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "pod_sandbox_status(<removed sandbox>)", f"{RULE}: a removed sandbox"):
             await pods.rt.pod_sandbox_status(pod.id)
 
     async def test_remove_sandbox_removes_its_containers(self, pods: PodKit) -> None:
@@ -558,12 +560,13 @@ class CRIRuntimeConformance(_CRIFixtures):
         await pods.rt.remove_pod_sandbox(pod.id)
         assert await pods.rt.list_containers(cri.ContainerFilter(pod_sandbox_id=pod.id)) == []
         for cid in (running, created):
-            with pytest.raises(NotFound):
+            with expect_error(NotFound, "container_status(<container of a removed sandbox>)",
+                              f"{RULE}: a container of a removed sandbox"):
                 await pods.status(cid)
 
     async def test_sandbox_status_unknown(self, rt: cri.RuntimeService) -> None:
         """CRI PodSandboxStatus: an unknown id is NotFound."""
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "pod_sandbox_status(<unknown id>)", f"{RULE}: an unknown sandbox id"):
             await rt.pod_sandbox_status("0" * 64)
 
     async def test_invalid_sandbox_config(self, pods: PodKit) -> None:
@@ -572,7 +575,8 @@ class CRIRuntimeConformance(_CRIFixtures):
         good = pods.sandbox_config("bad")
         for meta in (replace(good.metadata, name=""), replace(good.metadata, uid=""),
                      replace(good.metadata, namespace="")):
-            with pytest.raises(Invalid) as info:
+            with expect_error(Invalid, f"run_pod_sandbox(<metadata {meta}>)",
+                              f"{RULE}: a sandbox config without metadata name, uid or namespace") as info:
                 await pods.rt.run_pod_sandbox(replace(good, metadata=meta))
             assert "metadata" in str(info.value), f"the error names no field: {info.value}"
         left = await pods.rt.list_pod_sandbox(cri.PodSandboxFilter(label_selector={"conformance": pods.token}))
@@ -733,10 +737,11 @@ class CRIRuntimeConformance(_CRIFixtures):
         error, and an unknown id is NotFound."""
         pod = await pods.sandbox()
         cid = await pods.container(pod, "app")
-        with pytest.raises(MicrokubeError):
+        with expect_error(MicrokubeError, "start_container(<running container>)",
+                          f"{RULE}: starting a container that is not CREATED"):
             await pods.rt.start_container(cid)
         assert (await pods.status(cid)).state == cri.ContainerState.CONTAINER_RUNNING
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "start_container(<unknown id>)", f"{RULE}: an unknown container id"):
             await pods.rt.start_container("0" * 64)
 
     async def test_exit_completed(self, pods: PodKit) -> None:
@@ -807,7 +812,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         cid = await pods.container(pod, "job", ("true",))
         await pods.exited(cid)
         await pods.rt.remove_container(cid)
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "container_status(<removed container>)", f"{RULE}: a removed container"):
             await pods.status(cid)
         assert await pods.rt.list_containers(cri.ContainerFilter(id=cid)) == []
 
@@ -826,7 +831,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         pod = await pods.sandbox()
         cid = await pods.container(pod, "stubborn", STUBBORN)
         await pods.rt.remove_container(cid)
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "container_status(<removed container>)", f"{RULE}: a removed container"):
             await pods.status(cid)
         assert await pods.rt.list_containers(cri.ContainerFilter(pod_sandbox_id=pod.id)) == []
 
@@ -882,21 +887,22 @@ class CRIRuntimeConformance(_CRIFixtures):
 
     async def test_container_status_unknown(self, rt: cri.RuntimeService) -> None:
         """CRI ContainerStatus: an unknown id is NotFound."""
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "container_status(<unknown id>)", f"{RULE}: an unknown container id"):
             await rt.container_status("0" * 64)
 
     async def test_create_in_unknown_sandbox(self, pods: PodKit) -> None:
         """CRI CreateContainer: an unknown sandbox is NotFound."""
         pod = await pods.sandbox()
         config = pods.container_config(pod, "app")
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "create_container(<unknown sandbox id>, ...)", f"{RULE}: an unknown sandbox id"):
             await pods.rt.create_container("0" * 64, config, pod.config)
 
     async def test_create_in_stopped_sandbox_fails(self, pods: PodKit) -> None:
         """CRI CreateContainer: a sandbox that is not ready takes no new containers (an error, nothing created)."""
         pod = await pods.sandbox()
         await pods.rt.stop_pod_sandbox(pod.id)
-        with pytest.raises(MicrokubeError):
+        with expect_error(MicrokubeError, "create_container(<stopped sandbox>, ...)",
+                          f"{RULE}: a sandbox that is not ready"):
             await pods.rt.create_container(pod.id, pods.container_config(pod, "app"), pod.config)
         assert await pods.rt.list_containers(cri.ContainerFilter(pod_sandbox_id=pod.id)) == []
 
@@ -905,7 +911,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         created."""
         pod = await pods.sandbox()
         config = pods.container_config(pod, "app", image=cri.ImageSpec(f"microkube.local/absent-{pods.token}:v1"))
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "create_container(<image not present>)", f"{RULE}: an image that is not present"):
             await pods.rt.create_container(pod.id, config, pod.config)
         assert await pods.rt.list_containers(cri.ContainerFilter(pod_sandbox_id=pod.id)) == []
 
@@ -913,7 +919,8 @@ class CRIRuntimeConformance(_CRIFixtures):
         """CRI CreateContainer: a config without metadata name is Invalid, naming the field."""
         pod = await pods.sandbox()
         config = pods.container_config(pod, "app", metadata=cri.ContainerMetadata(""))
-        with pytest.raises(Invalid) as info:
+        with expect_error(Invalid, "create_container(<metadata name ''>)",
+                          f"{RULE}: a container config without metadata name") as info:
             await pods.rt.create_container(pod.id, config, pod.config)
         assert "metadata" in str(info.value), f"the error names no field: {info.value}"
         assert await pods.rt.list_containers(cri.ContainerFilter(pod_sandbox_id=pod.id)) == []
@@ -1101,7 +1108,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         "runtime should support ExecSync with timeout"); the container keeps running."""
         pod = await pods.sandbox()
         cid = await pods.container(pod, "app")
-        with pytest.raises(Retryable):
+        with expect_error(Retryable, "exec_sync(['sleep', '4244'], timeout=1)", f"{RULE}: an exec past its timeout"):
             await pods.rt.exec_sync(cid, ["sleep", "4244"], timeout=1)
 
         async def gone() -> bool:
@@ -1112,7 +1119,7 @@ class CRIRuntimeConformance(_CRIFixtures):
 
     async def test_exec_sync_unknown(self, rt: cri.RuntimeService) -> None:
         """CRI ExecSync: an unknown container is NotFound."""
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "exec_sync(<unknown id>)", f"{RULE}: an unknown container id"):
             await rt.exec_sync("0" * 64, ["true"], timeout=5)
 
     async def test_exec_sync_not_running(self, pods: PodKit) -> None:
@@ -1123,7 +1130,8 @@ class CRIRuntimeConformance(_CRIFixtures):
         exited = await pods.container(pod, "exited", ("true",))
         await pods.exited(exited)
         for cid in (created, exited):
-            with pytest.raises(MicrokubeError) as info:
+            with expect_error(MicrokubeError, "exec_sync(<container not running>)",
+                              f"{RULE}: a container that is not running") as info:
                 await pods.rt.exec_sync(cid, ["true"], timeout=5)
             assert not isinstance(info.value, NotFound), info.value
 
@@ -1155,7 +1163,8 @@ class CRIRuntimeConformance(_CRIFixtures):
         try:
             await stream.write_stdin(b"hello\n")
             if not cri_capabilities.stdin_close:
-                with pytest.raises(Unsupported):
+                with expect_error(Unsupported, "exec stream close_stdin()",
+                                  f"{RULE}: close_stdin of a runtime without stdin_close"):
                     await stream.close_stdin()
                 return
             await stream.close_stdin()
@@ -1189,7 +1198,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         pod = await pods.sandbox()
         cid = await pods.container(pod, "app")
         stream = await pods.rt.exec(cid, ["echo", "no input"])
-        with pytest.raises(Unsupported):
+        with expect_error(Unsupported, "write_stdin() on an exec without stdin", f"{RULE}: an exec without stdin"):
             await stream.write_stdin(b"x")
         assert await _read_all(stream.read_stdout) == b"no input\n"
         assert await asyncio.wait_for(stream.wait(), 20) == 0
@@ -1201,9 +1210,10 @@ class CRIRuntimeConformance(_CRIFixtures):
             pytest.skip("the runtime declares no exec streaming")
         pod = await pods.sandbox()
         created = await pods.container(pod, "created", start=False)
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "exec(<unknown id>)", f"{RULE}: an unknown container id"):
             await pods.rt.exec("0" * 64, ["true"])
-        with pytest.raises(MicrokubeError) as info:
+        with expect_error(MicrokubeError, "exec(<created container>)", f"{RULE}: a container that is not running") \
+                as info:
             await _exec_and_close(pods.rt, created, ["true"])
         assert not isinstance(info.value, NotFound), info.value
 
@@ -1236,7 +1246,8 @@ class CRIRuntimeConformance(_CRIFixtures):
         if cri_capabilities.stdin_close:
             await stream.close_stdin()
         else:
-            with pytest.raises(Unsupported):
+            with expect_error(Unsupported, "attach stream close_stdin()",
+                              f"{RULE}: close_stdin of a runtime without stdin_close"):
                 await stream.close_stdin()
         assert b"got input" in await _read_all(stream.read_stdout)
         assert await asyncio.wait_for(stream.wait(), 20) == 4
@@ -1280,11 +1291,8 @@ class CRIRuntimeConformance(_CRIFixtures):
         if not calls:
             pytest.skip("the runtime declares every optional capability")
         for name, call in calls:
-            try:
-                result = await call()
-            except Unsupported:
-                continue
-            pytest.fail(f"{name} is declared unsupported but returned {result!r} instead of raising Unsupported")
+            with expect_error(Unsupported, name, f"{RULE}: a capability the runtime declares False"):
+                await call()
 
     # ---------------------------------------------------------------------------------- port-forward
 
@@ -1314,7 +1322,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         sandbox is unharmed."""
         if not cri_capabilities.port_forward:
             pytest.skip("the runtime declares no port-forward")
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "port_forward(<unknown sandbox id>)", f"{RULE}: an unknown sandbox id"):
             await pods.rt.port_forward("0" * 64, 8080)
         pod = await pods.sandbox()
         try:
@@ -1382,12 +1390,13 @@ class CRIRuntimeConformance(_CRIFixtures):
 
     async def test_reopen_container_log_errors(self, pods: PodKit) -> None:
         """CRI ReopenContainerLog: an unknown container is NotFound; one that is not running is an error."""
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "reopen_container_log(<unknown id>)", f"{RULE}: an unknown container id"):
             await pods.rt.reopen_container_log("0" * 64)
         pod = await pods.sandbox()
         cid = await pods.container(pod, "job", ("true",))
         await pods.exited(cid)
-        with pytest.raises(MicrokubeError) as info:
+        with expect_error(MicrokubeError, "reopen_container_log(<exited container>)",
+                          f"{RULE}: a container that is not running") as info:
             await pods.rt.reopen_container_log(cid)
         assert not isinstance(info.value, NotFound)
 
@@ -1436,7 +1445,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         """CRI ContainerStats: an unknown container is NotFound."""
         if not cri_capabilities.stats:
             pytest.skip("the runtime declares no stats")
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "container_stats(<unknown id>)", f"{RULE}: an unknown container id"):
             await rt.container_stats("0" * 64)
 
     async def test_update_container_resources(self, pods: PodKit, cri_capabilities: CRICapabilities) -> None:
@@ -1458,7 +1467,7 @@ class CRIRuntimeConformance(_CRIFixtures):
         """CRI UpdateContainerResources: an unknown container is NotFound."""
         if not cri_capabilities.update_resources:
             pytest.skip("the runtime declares no resource updates")
-        with pytest.raises(NotFound):
+        with expect_error(NotFound, "update_container_resources(<unknown id>)", f"{RULE}: an unknown container id"):
             await rt.update_container_resources("0" * 64, cri.LinuxContainerResources(memory_limit_in_bytes=1 << 26))
 
 
@@ -1534,9 +1543,9 @@ class CRIImageConformance(_CRIFixtures):
         """cri/v1 ImageService: a malformed reference is Invalid for ImageStatus and PullImage (no registry is
         contacted)."""
         for bad in ("UPPER/case:v1", "a//b", "busybox@sha256:zz"):
-            with pytest.raises(Invalid):
+            with expect_error(Invalid, f"image_status({bad!r})", f"{RULE}: a malformed reference"):
                 await cri_runtime.images.image_status(cri.ImageSpec(bad))
-            with pytest.raises(Invalid):
+            with expect_error(Invalid, f"pull_image({bad!r})", f"{RULE}: a malformed reference"):
                 await cri_runtime.images.pull_image(cri.ImageSpec(bad))
 
     async def test_remove_absent_image(self, cri_runtime: cri.Runtime) -> None:
@@ -1590,7 +1599,8 @@ class CRIImageConformance(_CRIFixtures):
         if "/" not in repository or repository.rsplit("/", 1)[1].count(":"):
             pytest.skip("the pullable image has no repository to vary")
         missing = f"{repository}-absent-{_RUN}:v1"
-        with pytest.raises(NotFound) as info:
+        with expect_error(NotFound, f"pull_image({missing!r})", f"{RULE}: an image the registry does not have") \
+                as info:
             await cri_runtime.images.pull_image(cri.ImageSpec(missing), pullable_image.auth)
         assert "absent" in str(info.value)
 
