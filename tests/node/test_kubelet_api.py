@@ -10,6 +10,7 @@ logs, execs, copies files and port-forwards through the API server's relay to th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -369,18 +370,71 @@ async def test_unreachable_kubelet_is_named(kapi_env: Env) -> None:
     assert result.returncode == 1 and b"node kapi-gone has no InternalIP or Hostname" in result.stderr
 
 
-async def test_tty_and_attach_limits_of_the_runtime_are_explained(kapi_env: Env) -> None:
+async def _exec_socket(kapi_env: Env, query: str) -> Any:
     from microkube.testing import client_ssl_context
 
     url, context = client_ssl_context(kapi_env.server.kubeconfig)
-    query = "container=app&command=sh&stdin=true&stdout=true&tty=true"
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-            f"{url}/api/v1/namespaces/default/pods/{POD}/exec?{query}", protocols=["v5.channel.k8s.io"],
-            ssl=context) as socket:
+    session = aiohttp.ClientSession()
+    try:
+        socket = await session.ws_connect(f"{url}/api/v1/namespaces/default/pods/{POD}/exec?{query}",
+                                          protocols=["v5.channel.k8s.io"], ssl=context)
+    except BaseException:
+        await session.close()
+        raise
+    return session, socket
+
+
+async def test_tty_exec_resizes_and_attach_streams(kapi_env: Env) -> None:
+    """A tty exec through the relay: output on channel 1 only, the terminal takes the size sent on channel 4;
+    ``kubectl attach`` streams the main process's output."""
+    query = "container=app&command=sh&command=-c&command=while+read+x%3B+do+stty+size%3B+done&stdin=true" \
+            "&stdout=true&tty=true"
+    session, socket = await _exec_socket(kapi_env, query)
+    try:
         assert socket.protocol == "v5.channel.k8s.io"
-        message = await socket.receive_bytes(timeout=10)
-    assert message[0] == 3
-    status = json.loads(message[1:])
-    assert status["status"] == "Failure" and "cannot allocate a terminal" in status["message"]
-    attach = await kapi_env.kubectl("attach", POD, "-c", "app", check=False)
-    assert attach.returncode == 1 and b"does not support attach" in attach.stderr
+        await socket.send_bytes(b"\x04" + json.dumps({"Width": 91, "Height": 21}).encode())
+        shown = b""
+        for _ in range(50):  # each line typed makes the shell print the size it sees (the resize is asynchronous)
+            await socket.send_bytes(b"\x00\r")
+            message = await socket.receive_bytes(timeout=10)
+            assert message[0] == 1, message
+            shown += message[1:]
+            if b"21 91" in shown:
+                break
+        assert b"21 91" in shown, shown
+        await socket.send_bytes(b"\x00\x04")  # end of input on a terminal
+        while (message := await socket.receive_bytes(timeout=10))[0] != 3:
+            assert message[0] == 1
+        assert json.loads(message[1:])["status"] == "Success"
+    finally:
+        await socket.close()
+        await session.close()
+
+    attach = kapi_env.popen("attach", POD, "-c", "app")
+    try:
+        assert attach.stdout is not None
+        lines = [await asyncio.to_thread(attach.stdout.readline) for _ in range(2)]
+        assert all(line.startswith(b"line ") for line in lines), lines
+    finally:
+        attach.kill()
+        attach.communicate()
+
+
+async def test_runtime_without_terminals_or_attach_is_explained(kapi_env: Env) -> None:
+    """A runtime that declares no tty and no attach: the kubelet answers with the limit and the way around it."""
+    declared = kapi_env.kubelet.capabilities
+    kapi_env.kubelet.capabilities = dataclasses.replace(declared, supports_tty=False, supports_attach=False)
+    try:
+        session, socket = await _exec_socket(kapi_env, "container=app&command=sh&stdin=true&stdout=true&tty=true")
+        try:
+            message = await socket.receive_bytes(timeout=10)
+        finally:
+            await socket.close()
+            await session.close()
+        assert message[0] == 3
+        status = json.loads(message[1:])
+        assert status["status"] == "Failure" and "cannot allocate a terminal" in status["message"]
+        attach = await kapi_env.kubectl("attach", POD, "-c", "app", check=False)
+        assert attach.returncode == 1 and b"does not support attach" in attach.stderr
+    finally:
+        kapi_env.kubelet.capabilities = declared

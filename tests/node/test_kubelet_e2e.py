@@ -8,12 +8,17 @@ deletes every pod and proves nothing of ours is left on the host.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pty
+import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,6 +73,41 @@ def _scrub(node_dir: Path, cgroup_parent: str, *, bridge: str = BRIDGE, nft_tabl
             subprocess.run(["umount", "-l", target], capture_output=True)
     subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
     subprocess.run(["nft", "delete", "table", "inet", nft_table], capture_output=True, check=False)
+
+
+def on_terminal(kubectl: Kubectl, args: list[str], typed: list[bytes], *, columns: int = 100, rows: int = 30,
+                timeout: float = 60.0) -> tuple[int, str]:
+    """Run kubectl on a pty of ``columns`` x ``rows`` as a person would, typing ``typed`` (each after the
+    output so far stops growing for a moment); returns the exit code and everything the terminal showed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    process = subprocess.Popen([kubectl.binary, *args], stdin=slave, stdout=slave, stderr=slave,
+                               env=kubectl.env(), start_new_session=True)
+    os.close(slave)
+    shown = b""
+    pending = list(typed)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([master], [], [], 0.5)
+            if not readable:
+                if pending:
+                    os.write(master, pending.pop(0))
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: kubectl exited and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    return code, shown.decode(errors="replace")
 
 
 class Cluster:
@@ -244,6 +284,44 @@ spec:
         forward.communicate(timeout=10)
 
 
+def test_exec_and_attach_on_a_terminal(cluster: Cluster) -> None:
+    """``kubectl exec -it`` gets a terminal of the caller's size; ``kubectl attach -i`` feeds a stdinOnce
+    container; ``kubectl attach -it`` drives a shell on a tty container."""
+    cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: terminals}}
+spec:
+  restartPolicy: Never
+  containers:
+  - {{name: idle, image: {IMAGE}, command: ["sleep", "3600"]}}
+  - {{name: reader, image: {IMAGE}, command: ["sh", "-c", "read line; echo got $line; exit 4"],
+     stdin: true, stdinOnce: true}}
+  - {{name: shell, image: {IMAGE}, command: ["sh"], stdin: true, tty: true}}
+""")
+    cluster.wait_ready("terminals")
+    code, shown = on_terminal(cluster.kubectl, ["exec", "-it", "terminals", "-c", "idle", "--", "sh", "-c",
+                                                "tty; read word; stty size; echo typed:$word; exit 5"],
+                              [b"hello\r"])
+    assert "/dev/pts/" in shown, shown
+    assert "30 100" in shown, shown
+    assert "typed:hello" in shown, shown
+    assert code == 5, shown
+
+    attached = cluster.kubectl.run("attach", "-i", "terminals", "-c", "reader", input="over stdin\n", check=False)
+    assert "got over stdin" in attached.stdout, attached
+    assert "got over stdin" in cluster.kubectl("logs", "terminals", "-c", "reader")
+    eventually(lambda: cluster.container_status("terminals", 1).get("state", {}).get("terminated", {})
+               .get("exitCode") == 4, 30, "the reader to exit with its code")
+
+    code, shown = on_terminal(cluster.kubectl, ["attach", "-it", "terminals", "-c", "shell"],
+                              [b"\r", b"echo $((6*7)) $(tty)\r", b"exit 0\r"])
+    assert "42 /dev/pts/" in shown, shown
+    assert code == 0, shown
+    eventually(lambda: cluster.container_status("terminals", 2).get("state", {}).get("terminated"), 30,
+               "the shell to exit")
+
+
 def test_restarts_crash_loop_and_previous_logs(cluster: Cluster) -> None:
     cluster.apply(f"""
 apiVersion: v1
@@ -256,8 +334,8 @@ spec:
 
     def looping() -> bool:
         status = cluster.container_status("crasher")
-        return (status.get("restartCount", 0) >= 2
-                and status["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff")
+        return bool(status.get("restartCount", 0) >= 2
+                    and status["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff")
 
     eventually(looping, 60, "CrashLoopBackOff after two restarts")
     status = cluster.container_status("crasher")

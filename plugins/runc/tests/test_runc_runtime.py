@@ -409,3 +409,41 @@ async def test_reopen_container_log_after_rotation(node: Node) -> None:
     await node.rt.stop_container(cid, 0)
     with pytest.raises(Invalid):
         await node.rt.reopen_container_log(cid)
+
+
+async def test_stdin_without_stdin_once_outlives_attachments_and_the_runtime(node: Node) -> None:
+    """stdin: true without stdinOnce: the process never reads end of file, detaching keeps its stdin open, and a
+    new runtime instance (a restarted node agent) attaches and writes to it again."""
+    sid, sandbox = await node.sandbox()
+    config = cri.ContainerConfig(cri.ContainerMetadata("reader"), cri.ImageSpec("busybox"),
+                                 command=("sh", "-c", "while read line; do echo got $line; done; echo ended"),
+                                 log_path="reader/0.log", stdin=True)
+    cid = await node.rt.create_container(sid, config, sandbox)
+    await node.rt.start_container(cid)
+    first = await node.rt.attach(cid, stdin=True)
+    await first.write_stdin(b"one\n")
+    assert await first.read_stdout() == b"got one\n"
+    await first.close_stdin()
+    await first.close()
+    await node.rt.close()  # the first instance goes away with its descriptors
+
+    again = create_runtime({"root": str(node.root), "cgroupParent": node.parent, "runc": RUNC}).runtime
+    node.others.append(again)
+    await again.list_containers()  # adopts the running container
+    second = await again.attach(cid, stdin=True)
+    await second.write_stdin(b"two\n")
+    assert await second.read_stdout() == b"got two\n"
+    await second.close()
+    assert (await again.container_status(cid)).state == cri.ContainerState.CONTAINER_RUNNING
+    records = log_records(str(node.logs / "pod" / "reader" / "0.log"))
+    assert [text for _, _, text in records] == ["got one", "got two"]
+
+
+async def test_attach_needs_a_container_with_stdin_for_input(node: Node) -> None:
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "app", SLEEPER)
+    with pytest.raises(Invalid) as info:
+        await node.rt.attach(cid, stdin=True)
+    assert "stdin" in str(info.value)
+    output_only = await node.rt.attach(cid)
+    await output_only.close()

@@ -6,8 +6,8 @@ JSON metav1.Status: Success, or Failure with reason NonZeroExitCode and the exit
 ``details.causes``), 4 terminal resize (``{"Width": w, "Height": h}``). v5 adds the client's close message
 ``[255, channel]``, with which kubectl says stdin is at its end (``echo x | kubectl exec -i ... -- cat``).
 
-A runtime without terminal support (runc here) answers a ``tty`` request with a Failure status naming the
-limitation; ``kubectl exec -it`` then prints it and exits 1 (``kubectl exec -i`` works).
+A runtime without terminal support (``supports_tty`` false) answers a ``tty`` request with a Failure status
+naming the limitation; ``kubectl exec -it`` then prints it and exits 1 (``kubectl exec -i`` works).
 """
 
 from __future__ import annotations

@@ -228,13 +228,10 @@ class KubeletServer:
         remotecommand.websocket_for(request, "exec")  # refuse plain requests before running anything
 
         async def open_stream(tty: bool, stdin: bool) -> cri.ContainerStream:
-            if tty:
-                try:
-                    return await self.runtime.exec(location.container_id, command, tty=True, stdin=stdin)
-                except errors.Unsupported as exc:
-                    raise errors.Unsupported(f"{exc}: this node's container runtime cannot allocate a terminal; "
-                                             "run the command without a tty (kubectl exec -i, without -t)") from None
-            return await self.runtime.exec(location.container_id, command, tty=False, stdin=stdin)
+            if tty and not self.capabilities.supports_tty:
+                raise errors.Unsupported("this node's container runtime cannot allocate a terminal; run the "
+                                         "command without a tty (kubectl exec -i, without -t)")
+            return await self.runtime.exec(location.container_id, command, tty=tty, stdin=stdin)
 
         return await remotecommand.serve(request, open_stream, what="exec", command=command)
 

@@ -211,11 +211,11 @@ def spec(*, args: list[str], env: list[str], cwd: str, uid: int, gid: int, addit
          devices: list[dict[str, Any]] | None = None, device_rules: list[dict[str, Any]] | None = None,
          privileged: bool = False, no_new_privileges: bool = False, oom_score_adj: int = 0,
          sysctl: dict[str, str] | None = None, masked: tuple[str, ...] = MASKED_PATHS,
-         readonly_paths: tuple[str, ...] = READONLY_PATHS) -> dict[str, Any]:
+         readonly_paths: tuple[str, ...] = READONLY_PATHS, terminal: bool = False) -> dict[str, Any]:
     rules = [{"allow": True, "access": "rwm"}] if privileged else [{"allow": False, "access": "rwm"}]
     rules += device_rules or []
     process: dict[str, Any] = {
-        "terminal": False,
+        "terminal": terminal,
         "user": {"uid": uid, "gid": gid, **({"additionalGids": additional_gids} if additional_gids else {})},
         "args": args,
         "env": env,

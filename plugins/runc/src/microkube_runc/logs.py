@@ -1,14 +1,17 @@
-"""CRI-format container logs: ``<RFC3339Nano> stdout|stderr F|P <text>`` per line.
+"""A container's output: CRI-format logs (``<RFC3339Nano> stdout|stderr F|P <text>`` per line) and the
+attached clients that also receive it.
 
-A ``CriLog`` is shared by the two pumps of a container (stdout and stderr pipes), all on one event loop;
-``reopen`` makes the next line go to a freshly opened file (after the node agent rotated it).
+A ``CriLog`` is shared by the pumps of a container (stdout and stderr pipes, or one terminal), all on one
+event loop; ``reopen`` makes the next line go to a freshly opened file (after the node agent rotated it).
 Lines longer than ``MAX_LINE`` bytes are split into ``P`` (partial) records, as containerd does.
+``Taps`` hands the same bytes to attached clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import time
 from typing import IO
@@ -57,8 +60,56 @@ class CriLog:
             self._handle = None
 
 
-async def pump(fd: int, stream: str, log: CriLog) -> None:
-    """Read ``fd`` (a pipe's read end, owned and closed here) to end of file, writing CRI records."""
+#: Chunks queued for one attached client that stopped reading; past it the client misses output (the
+#: container is never slowed down by an attachment).
+TAP_BACKLOG = 256
+
+
+class Taps:
+    """The attached clients of one container: each subscription gets every chunk of one stream, then ``b""``."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = {"stdout": set(), "stderr": set()}
+        self._ended: set[str] = set()
+
+    def subscribe(self, stream: str) -> asyncio.Queue[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue(TAP_BACKLOG)
+        if stream in self._ended:
+            queue.put_nowait(b"")
+        else:
+            self._subscribers[stream].add(queue)
+        return queue
+
+    def unsubscribe(self, stream: str, queue: asyncio.Queue[bytes]) -> None:
+        self._subscribers[stream].discard(queue)
+
+    def publish(self, stream: str, chunk: bytes) -> None:
+        for queue in self._subscribers[stream]:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(chunk)
+
+    def end(self, stream: str) -> None:
+        self._ended.add(stream)
+        for queue in self._subscribers[stream]:
+            if queue.full():  # the end must arrive even behind a full backlog
+                queue.get_nowait()
+            queue.put_nowait(b"")
+        self._subscribers[stream] = set()
+
+
+def read_chunk(fd: int, n: int = 65536) -> bytes:
+    """``os.read`` where a terminal's master reports its closed other side (EIO) as end of file."""
+    try:
+        return os.read(fd, n)
+    except OSError as exc:
+        if exc.errno == errno.EIO:
+            return b""
+        raise
+
+
+async def pump(fd: int, stream: str, log: CriLog, taps: Taps | None = None) -> None:
+    """Read ``fd`` (a pipe's read end or a terminal's master, owned and closed here) to end of file, writing
+    CRI records and handing each chunk to ``taps``."""
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)
     buffer = b""
@@ -71,13 +122,15 @@ async def pump(fd: int, stream: str, log: CriLog) -> None:
     try:
         while True:
             try:
-                chunk = os.read(fd, 65536)
+                chunk = read_chunk(fd)
             except BlockingIOError:
                 readable.clear()
                 await readable.wait()
                 continue
             if not chunk:
                 break
+            if taps is not None:
+                taps.publish(stream, chunk)
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
@@ -93,3 +146,5 @@ async def pump(fd: int, stream: str, log: CriLog) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+        if taps is not None:
+            taps.end(stream)

@@ -20,6 +20,12 @@ container (a pidfd in the event loop) reaps the init, waits for the log pumps to
 ``exit.json`` (exit code, finish time, OOM). Containers outlive the runtime object (a restarted
 RuntimeService over the same state dir lists and manages them); a container that exits while no process
 watches it is reported with exit code 255 and reason ``Unknown`` unless its zombie's status is readable.
+
+Stdio: stdout and stderr are pipes pumped into the CRI log and to attached clients; a container with stdin
+reads a FIFO in its directory (without stdinOnce it holds a write end itself, so it never reads end of
+file and a restarted runtime opens the FIFO again). A tty container's terminal master comes from runc's
+console socket and lives in this process: a restart of the runtime's process hangs that terminal up.
+Execs with a tty run ``runc exec --tty`` in the foreground on a pty pair of ours (``terminal.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Iterable
@@ -40,9 +48,9 @@ from typing import Any
 
 from microkube_interfaces import cri
 from microkube_interfaces.errors import Invalid, NotFound, Retryable, Unsupported
-from microkube_runc import bundle, cgroups, netns
+from microkube_runc import bundle, cgroups, netns, terminal
 from microkube_runc.images import ImageStore
-from microkube_runc.logs import CriLog, pump
+from microkube_runc.logs import CriLog, Taps, pump
 
 DEFAULT_RUNC = "/usr/sbin/runc"
 DEFAULT_PAUSE_IMAGE = "microkube.local/busybox:latest"
@@ -252,6 +260,142 @@ class _Stream:
         self.pid_file.unlink(missing_ok=True)
 
 
+class _TtyExec:
+    """A ``runc exec --tty`` in the foreground on a pty pair of ours: the ContainerStream handle."""
+
+    def __init__(self, process: asyncio.subprocess.Process, master: int, stdin: bool, pid_file: Path) -> None:
+        self.process = process
+        self._master = master
+        self._stdin = stdin
+        self._stdin_closed = False
+        self.pid_file = pid_file
+
+    async def write_stdin(self, data: bytes) -> None:
+        if not self._stdin:
+            raise Unsupported("exec was opened without stdin")
+        if self._master < 0 or self._stdin_closed:
+            raise Invalid("stdin of this exec is closed")
+        await terminal.write_fd(self._master, data)
+
+    async def close_stdin(self) -> None:
+        # A terminal has no end of input of its own: end of file is the EOF character at a line's start.
+        if self._stdin and not self._stdin_closed and self._master >= 0:
+            self._stdin_closed = True
+            with contextlib.suppress(OSError):
+                await terminal.write_fd(self._master, b"\x04")
+
+    async def read_stdout(self, n: int = 65536) -> bytes:
+        if self._master < 0:
+            return b""
+        return await terminal.read_fd(self._master, n)
+
+    async def read_stderr(self, n: int = 65536) -> bytes:
+        return b""
+
+    async def resize(self, width: int, height: int) -> None:
+        if self._master < 0 or self.process.returncode is not None:
+            return
+        terminal.set_size(self._master, width, height)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGWINCH)  # runc copies our size to the container's terminal
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            await _stop_exec(self.process, self.pid_file)
+        self.pid_file.unlink(missing_ok=True)
+        if self._master >= 0:
+            os.close(self._master)
+            self._master = -1
+
+
+@dataclasses.dataclass
+class _ContainerIO:
+    """What attachments need of a container: its output taps, and its stdin (a FIFO's write end, or the
+    terminal master for a tty container) while this runtime instance holds it."""
+
+    taps: Taps
+    tty: bool
+    stdin_once: bool
+    stdin_fd: int = -1
+    master: int = -1
+
+    def close_stdin(self) -> None:
+        if self.stdin_fd >= 0 and self.stdin_fd != self.master:
+            os.close(self.stdin_fd)
+        self.stdin_fd = -1
+
+    def close(self) -> None:
+        self.close_stdin()
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
+
+
+class _Attachment:
+    """An attachment to a container's main process: the ContainerStream handle of ``attach``."""
+
+    def __init__(self, io: _ContainerIO, stdin: bool, exit_file: Path,
+                 wait_exit: Any) -> None:
+        self._io = io
+        self._stdin = stdin
+        self._out = io.taps.subscribe("stdout")
+        self._err = io.taps.subscribe("stderr")
+        self._pending = {"stdout": b"", "stderr": b""}
+        self._exit_file = exit_file
+        self._wait_exit = wait_exit
+        self._closed = False
+
+    async def write_stdin(self, data: bytes) -> None:
+        if not self._stdin:
+            raise Unsupported("attach was opened without stdin")
+        if self._io.stdin_fd < 0:
+            raise Invalid("the container's stdin is closed (it was created with stdinOnce and attached before)")
+        await terminal.write_fd(self._io.stdin_fd, data)
+
+    async def close_stdin(self) -> None:
+        """With stdinOnce the container reads end of file; without, its stdin stays open for the next
+        attachment (Kubernetes: such a process never receives end of file)."""
+        if not (self._stdin and self._io.stdin_once) or self._io.stdin_fd < 0:
+            return
+        if self._io.tty:
+            with contextlib.suppress(OSError):
+                await terminal.write_fd(self._io.stdin_fd, b"\x04")
+        self._io.close_stdin()
+
+    async def _read(self, stream: str, queue: asyncio.Queue[bytes], n: int) -> bytes:
+        data = self._pending[stream] or await queue.get()
+        if not data:
+            queue.put_nowait(b"")  # stays at end of stream for later reads
+        self._pending[stream] = data[n:]
+        return data[:n]
+
+    async def read_stdout(self, n: int = 65536) -> bytes:
+        return await self._read("stdout", self._out, n)
+
+    async def read_stderr(self, n: int = 65536) -> bytes:
+        return await self._read("stderr", self._err, n)
+
+    async def resize(self, width: int, height: int) -> None:
+        if self._io.tty and self._io.master >= 0:
+            terminal.set_size(self._io.master, width, height)  # the kernel signals the container's session
+
+    async def wait(self) -> int:
+        await self._wait_exit(self._exit_file, float("inf"))
+        data = _read_json(self._exit_file) or {}
+        return int(data.get("exit_code", 255))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._io.taps.unsubscribe("stdout", self._out)
+        self._io.taps.unsubscribe("stderr", self._err)
+        await self.close_stdin()
+
+
 def _kill_exec(pid_file: Path) -> None:
     with contextlib.suppress(OSError, ValueError):
         os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
@@ -285,6 +429,7 @@ class RuncRuntime:
         become_subreaper()
         self._logs: dict[str, CriLog] = {}
         self._pumps: dict[str, list[asyncio.Task[None]]] = {}
+        self._io: dict[str, _ContainerIO] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._cpu_samples: dict[str, tuple[int, int]] = {}
         self._adopted = False
@@ -346,14 +491,16 @@ class RuncRuntime:
 
     # --- runc ---------------------------------------------------------------------------------
 
-    async def _runc(self, *args: str, check: bool = True, stdin: bytes | None = None,
+    async def _runc(self, *args: str, check: bool = True, stdin: bytes | int | None = None,
                     stdout: int | None = None, stderr: int | None = None) -> tuple[int, bytes, bytes]:
+        """Run runc; ``stdin`` is bytes to send or a descriptor to hand over (a container's stdin)."""
         process = await asyncio.create_subprocess_exec(
             self.runc, "--root", str(self.runc_root), *args,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdin=(asyncio.subprocess.DEVNULL if stdin is None else stdin if isinstance(stdin, int)
+                   else asyncio.subprocess.PIPE),
             stdout=stdout if stdout is not None else asyncio.subprocess.PIPE,
             stderr=stderr if stderr is not None else asyncio.subprocess.PIPE)
-        out, err = await process.communicate(stdin)
+        out, err = await process.communicate(stdin if isinstance(stdin, bytes) else None)
         code = process.returncode if process.returncode is not None else -1
         if check and code != 0:
             message = (err or out or b"").decode(errors="replace").strip()
@@ -435,7 +582,7 @@ class RuncRuntime:
             pid = record["pid"]
             if pid in _WATCHED or _proc_state(pid)[2] != record.get("start_ticks", 0):
                 continue
-            log, pumps = self._reattach_output(cid, pid, record.get("log_path", ""))
+            log, pumps = self._reattach_output(record)
             self._watch(cid, pid, self._container_dir(cid) / "exit.json", record["cgroup_path"], pumps,
                         record.get("start_ticks", 0), log)
         for sid in self._sandbox_ids():
@@ -444,10 +591,11 @@ class RuncRuntime:
                 self._watch("pause-" + sid, record["pause_pid"], self._sandbox_dir(sid) / "pause-exit.json", "", [],
                             record.get("start_ticks", 0))
 
-    def _reattach_output(self, cid: str, pid: int, log_path: str) -> tuple[CriLog | None,
-                                                                          list[asyncio.Task[None]]]:
+    def _reattach_output(self, record: dict[str, Any]) -> tuple[CriLog | None, list[asyncio.Task[None]]]:
         """Open new read ends of a running container's stdout/stderr pipes (``/proc/<pid>/fd/1,2``) and pump
-        them again: the log continues after a restart of the runtime's process."""
+        them again, and open its stdin FIFO again: the log and attachments continue after a restart of the
+        runtime's process. A tty container's terminal went with the earlier process: it is not reattached."""
+        cid, pid = record["id"], record["pid"]
         fds: list[tuple[int, str]] = []
         for number, stream in ((1, "stdout"), (2, "stderr")):
             path = f"/proc/{pid}/fd/{number}"
@@ -458,11 +606,16 @@ class RuncRuntime:
                 continue
         if not fds:
             return None, []
-        log = CriLog(log_path)
+        io = _ContainerIO(Taps(), tty=False, stdin_once=bool(record.get("stdin_once")))
+        if record.get("stdin"):
+            with contextlib.suppress(OSError):  # ENXIO: nobody reads it any more
+                io.stdin_fd = os.open(self._container_dir(cid) / "stdin", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        log = CriLog(record.get("log_path", ""))
         loop = asyncio.get_running_loop()
-        pumps = [loop.create_task(pump(fd, stream, log)) for fd, stream in fds]
+        pumps = [loop.create_task(pump(fd, stream, log, io.taps)) for fd, stream in fds]
         self._logs[cid] = log
         self._pumps[cid] = pumps
+        self._io[cid] = io
         return log, pumps
 
     async def _wait_exit(self, exit_file: Path, limit: float) -> bool:
@@ -712,8 +865,6 @@ class RuncRuntime:
         sandbox = self._sandbox(pod_sandbox_id)
         if not config.metadata.name:
             raise Invalid.field("metadata.name", "required")
-        if config.tty:
-            raise Unsupported("tty containers are not supported by the runc runtime (no console socket)")
         if not self._sandbox_ready(sandbox):
             raise Invalid(f"pod sandbox {pod_sandbox_id} is not ready")
         await self._adopt()
@@ -734,46 +885,31 @@ class RuncRuntime:
             "created_at": time.time_ns(), "started_at": 0, "pid": 0, "cgroup_path": cgroup_path,
             "mounts": [_mount_dict(m) for m in config.mounts],
             "resources": dataclasses.asdict(config.linux.resources), "state": "creating",
+            "tty": config.tty, "stdin": config.stdin, "stdin_once": config.stdin_once,
         }
         self._save_container(record)
         log: CriLog | None = None
-        fds: list[int] = []
+        io = _ContainerIO(Taps(), tty=config.tty, stdin_once=config.stdin_once)
         try:
             rootfs = (await self.images.rootfs(config.image.image, directory / "rootfs")).path
             spec = await asyncio.to_thread(self._container_spec, sandbox, config, image.runtime_config, rootfs,
                                            cgroup_path, security)
             (directory / "config.json").write_text(json.dumps(spec))
             log = CriLog(log_path)
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            fds = [out_r, out_w, err_r, err_w]
-            try:
-                await self._runc("create", "--bundle", str(directory), "--pid-file", str(directory / "pid"), cid,
-                                 stdout=out_w, stderr=err_w)
-            except RuncError:
-                os.close(out_w)
-                os.close(err_w)
-                fds = [out_r, err_r]
-                os.set_blocking(err_r, False)
-                detail = ""
-                with contextlib.suppress(OSError):
-                    detail = os.read(err_r, 65536).decode(errors="replace").strip()
-                raise RuncError(f"runc create failed: {detail}") from None
-            os.close(out_w)
-            os.close(err_w)
-            fds = []
-            pumps = [asyncio.get_running_loop().create_task(pump(out_r, "stdout", log)),
-                     asyncio.get_running_loop().create_task(pump(err_r, "stderr", log))]
+            create = ("create", "--bundle", str(directory), "--pid-file", str(directory / "pid"))
+            if config.tty:
+                pumps = await self._create_on_terminal(cid, create, io, log)
+            else:
+                pumps = await self._create_on_pipes(cid, create, io, log, directory / "stdin" if config.stdin else None)
             self._logs[cid] = log
             self._pumps[cid] = pumps
+            self._io[cid] = io
             pid = int((directory / "pid").read_text().strip())
             record.update(pid=pid, start_ticks=_proc_state(pid)[2], state="created")
             self._save_container(record)
             self._watch(cid, pid, directory / "exit.json", cgroup_path, pumps, record["start_ticks"], log)
         except BaseException as exc:
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            io.close()
             if log is not None:
                 log.close()
             with contextlib.suppress(Exception):
@@ -782,6 +918,73 @@ class RuncRuntime:
                 raise Invalid(f"create container {config.metadata.name}: {exc}") from exc
             raise
         return cid
+
+    async def _create_on_pipes(self, cid: str, create: tuple[str, ...], io: _ContainerIO, log: CriLog,
+                               stdin_fifo: Path | None) -> list[asyncio.Task[None]]:
+        """``runc create`` with pipes for stdout and stderr, and a FIFO for stdin when the container has one."""
+        fds: list[int] = []
+        try:
+            container_stdin: int | None = None
+            if stdin_fifo is not None:
+                os.mkfifo(stdin_fifo, 0o600)
+                if io.stdin_once:
+                    container_stdin = os.open(stdin_fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                    fds.append(container_stdin)
+                    os.set_blocking(container_stdin, True)
+                else:
+                    # The container holds a write end too, so its stdin never reaches end of file (Kubernetes'
+                    # stdin without stdinOnce) and stays open across attachments and restarts of this runtime.
+                    container_stdin = os.open(stdin_fifo, os.O_RDWR | os.O_CLOEXEC)
+                    fds.append(container_stdin)
+                io.stdin_fd = os.open(stdin_fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            fds += [out_r, out_w, err_r, err_w]
+            try:
+                await self._runc(*create, cid, stdin=container_stdin, stdout=out_w, stderr=err_w)
+            except RuncError:
+                os.close(out_w)
+                os.close(err_w)
+                fds = [fd for fd in fds if fd not in (out_w, err_w)]
+                os.set_blocking(err_r, False)
+                detail = ""
+                with contextlib.suppress(OSError):
+                    detail = os.read(err_r, 65536).decode(errors="replace").strip()
+                raise RuncError(f"runc create failed: {detail}") from None
+            for fd in fds:
+                if fd not in (out_r, err_r):
+                    os.close(fd)
+            fds = []
+            loop = asyncio.get_running_loop()
+            return [loop.create_task(pump(out_r, "stdout", log, io.taps)),
+                    loop.create_task(pump(err_r, "stderr", log, io.taps))]
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    async def _create_on_terminal(self, cid: str, create: tuple[str, ...], io: _ContainerIO,
+                                  log: CriLog) -> list[asyncio.Task[None]]:
+        """``runc create`` on a terminal: runc sends its master through a console socket; we keep it (for
+        stdin, resizes and attachments) and pump a duplicate into the log as stdout."""
+        with tempfile.TemporaryDirectory(prefix="mk-console-") as scratch:  # socket paths must stay short
+            path = os.path.join(scratch, "console.sock")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+                listener.bind(path)
+                listener.listen(1)
+                listener.setblocking(False)
+                receive = asyncio.get_running_loop().create_task(terminal.receive_fd(listener))
+                try:
+                    await self._runc(*create, "--console-socket", path, cid)
+                    io.master = await asyncio.wait_for(receive, 10)
+                finally:
+                    receive.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, OSError):
+                        await receive
+        os.set_blocking(io.master, False)
+        io.stdin_fd = io.master
+        io.taps.end("stderr")
+        return [asyncio.get_running_loop().create_task(pump(os.dup(io.master), "stdout", log, io.taps))]
 
     def _container_spec(self, sandbox: dict[str, Any], config: cri.ContainerConfig, image: dict[str, Any],
                         rootfs: Path, cgroup_path: str,
@@ -834,7 +1037,7 @@ class RuncRuntime:
             privileged=security.privileged, no_new_privileges=security.no_new_privs,
             oom_score_adj=max(0, res.oom_score_adj),
             masked=security.masked_paths or bundle.MASKED_PATHS,
-            readonly_paths=security.readonly_paths or bundle.READONLY_PATHS)
+            readonly_paths=security.readonly_paths or bundle.READONLY_PATHS, terminal=config.tty)
 
     async def start_container(self, container_id: str) -> None:
         record = self._container(container_id)
@@ -886,6 +1089,9 @@ class RuncRuntime:
         log = self._logs.pop(container_id, None)
         if log is not None:
             log.close()
+        io = self._io.pop(container_id, None)
+        if io is not None:
+            io.close()
         self._watchers.pop(container_id, None)
         self._cpu_samples.pop(container_id, None)
         directory = self._container_dir(container_id)
@@ -1002,20 +1208,40 @@ class RuncRuntime:
     async def exec(self, container_id: str, cmd: list[str], *, tty: bool = False,
                    stdin: bool = False) -> cri.ContainerStream:
         self._require_running(container_id)
-        if tty:
-            raise Unsupported("exec with a tty is not supported by the runc runtime")
         if not cmd:
             raise Invalid.field("cmd", "required")
         pid_file = self._container_dir(container_id) / f"exec-{uuid.uuid4().hex[:12]}.pid"
-        process = await asyncio.create_subprocess_exec(
-            self.runc, "--root", str(self.runc_root), "exec", "--pid-file", str(pid_file), container_id, *cmd,
-            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        return _Stream(process, stdin, pid_file)
+        base = (self.runc, "--root", str(self.runc_root), "exec")
+        if not tty:
+            process = await asyncio.create_subprocess_exec(
+                *base, "--pid-file", str(pid_file), container_id, *cmd,
+                stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            return _Stream(process, stdin, pid_file)
+        master, slave = terminal.open_pty()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *base, "--tty", "--pid-file", str(pid_file), container_id, *cmd,
+                stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        return _TtyExec(process, master, stdin, pid_file)
 
     async def attach(self, container_id: str, *, stdin: bool = False) -> cri.ContainerStream:
-        self._container(container_id)
-        raise Unsupported("attach is not supported by the runc runtime (output goes to the CRI log)")
+        record = self._require_running(container_id)
+        await self._adopt()
+        io = self._io.get(container_id)
+        if io is None:
+            raise Unsupported(f"container {container_id}'s output is not held by this runtime instance"
+                              + (" (its terminal went with the instance that created it)" if record.get("tty")
+                                 else ""))
+        if stdin and not record.get("stdin"):
+            raise Invalid.field("stdin", f"container {record['name']} was created without stdin; set stdin: true "
+                                "in its spec to attach with input")
+        return _Attachment(io, stdin, self._container_dir(container_id) / "exit.json", self._wait_exit)
 
     # --- stats ----------------------------------------------------------------------------------
 
@@ -1060,15 +1286,19 @@ class RuncRuntime:
 
     async def close(self) -> None:
         """Stop this instance's watchers and log pumps (containers keep running)."""
-        tasks: Iterable[asyncio.Task[None]] = [*self._watchers.values(),
-                                               *(t for ts in self._pumps.values() for t in ts)]
+        tasks: list[asyncio.Task[None]] = [*self._watchers.values(),
+                                           *(t for ts in self._pumps.values() for t in ts)]
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._watchers.clear()
         self._pumps.clear()
         for log in self._logs.values():
             log.close()
         self._logs.clear()
+        for io in self._io.values():
+            io.close()
+        self._io.clear()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1081,7 +1311,8 @@ class RuncRuntimePack:
 
 
 CAPABILITIES = cri.RuntimeCapabilities(
-    networks_pods_itself=False, supports_exec_streaming=True, supports_attach=False, supports_port_forward=True,
+    networks_pods_itself=False, supports_exec_streaming=True, supports_attach=True, supports_tty=True,
+    supports_port_forward=True,
     supports_stats=True, supports_update_resources=True, cgroup_driver="cgroupfs")
 
 
