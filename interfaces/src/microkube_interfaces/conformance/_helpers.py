@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from types import TracebackType
 from typing import Generic, TypeVar
 
 import pytest
@@ -14,22 +13,52 @@ from microkube_interfaces.errors import MicrokubeError, PluginError
 E = TypeVar("E", bound=BaseException)
 
 
-def assert_implements(obj: object, interface: str) -> None:
-    """Fail the test with the core's own message (``compliance.check``) unless ``obj`` implements ``interface``."""
+def assert_implements(obj: object, interface: str, fixture: str) -> None:
+    """Fail the test with the core's own message (``compliance.check``) unless ``obj``, what the vendor's
+    ``fixture`` gave, implements ``interface``."""
     try:
-        compliance.check(obj, interface, plugin=type(obj).__module__, what="fixture's object")
+        compliance.check(obj, interface, plugin=type(obj).__module__, what=f"{fixture} fixture")
     except PluginError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    else:
+        return
+    pytest.fail(message, pytrace=False)
 
 
-class Raised(Generic[E]):
-    """What ``expect_error`` caught: ``value`` is the exception (set when the block ends)."""
+class ExpectedError(Generic[E]):
+    """The context manager ``expect_error`` returns; ``value`` is the exception caught (set when the block ends)."""
 
     value: E
 
+    def __init__(self, expected: type[E], call: str, rule: str, fix: str) -> None:
+        self.expected = expected
+        self.call = call
+        interface, _, situation = rule.partition(": ")
+        if expected is MicrokubeError:
+            wanted = "an error of microkube_interfaces.errors"
+            self.advice = fix or "raise the microkube_interfaces.errors class that fits (Invalid, Conflict, …)"
+        else:
+            wanted = f"{expected.__module__}.{expected.__qualname__}"
+            self.advice = fix or f"raise {expected.__qualname__}(...)"
+        self.requirement = (f"{interface} requires {wanted} for {situation}" if situation
+                            else f"{rule} requires {wanted}")
 
-@contextlib.contextmanager
-def expect_error(expected: type[E], call: str, rule: str, *, fix: str = "") -> Iterator[Raised[E]]:
+    def __enter__(self) -> ExpectedError[E]:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+        __tracebackhide__ = True  # the failure is about the vendor's call, not this helper
+        if exc is None:
+            raise AssertionError(f"{self.call} returned without an error; {self.requirement} — {self.advice}")
+        if isinstance(exc, self.expected):
+            self.value = exc
+            return True
+        if isinstance(exc, Exception):
+            raise AssertionError(f"{self.call} raised {exc!r}; {self.requirement} — {self.advice}") from exc
+        return False  # cancellation, KeyboardInterrupt: not the vendor's answer
+
+
+def expect_error(expected: type[E], call: str, rule: str, *, fix: str = "") -> ExpectedError[E]:
     """``pytest.raises(expected)`` with a failure that tells the vendor what to fix.
 
     ``call`` shows the call (``"remove_container(<unknown id>)"``); ``rule`` is ``"<interface>: <situation>"``
@@ -37,19 +66,4 @@ def expect_error(expected: type[E], call: str, rule: str, *, fix: str = "") -> I
     id>) raised KeyError('x'); cri/v1 requires microkube_interfaces.errors.NotFound for an unknown container
     — raise NotFound(...)``. ``fix`` replaces that last advice.
     """
-    raised: Raised[E] = Raised()
-    interface, _, situation = rule.partition(": ")
-    wanted = f"{expected.__module__}.{expected.__qualname__}"
-    if expected is MicrokubeError:
-        wanted = "an error of microkube_interfaces.errors"
-    advice = fix or (f"raise {expected.__qualname__}(...)" if expected is not MicrokubeError
-                     else "raise the microkube_interfaces.errors class that fits (Invalid, Conflict, …)")
-    requirement = f"{interface} requires {wanted} for {situation}" if situation else f"{rule} requires {wanted}"
-    try:
-        yield raised
-    except expected as exc:
-        raised.value = exc
-        return
-    except Exception as exc:
-        raise AssertionError(f"{call} raised {exc!r}; {requirement} — {advice}") from exc
-    raise AssertionError(f"{call} returned without an error; {requirement} — {advice}")
+    return ExpectedError(expected, call, rule, fix)

@@ -345,7 +345,7 @@ class CNIConformance:
         """§2 CNI operations: the plugin offers ADD, DEL, CHECK, STATUS, GC and VERSION as the cni/1.1 Protocol
         declares them, async and callable with its arguments (microkube_interfaces.compliance, the check the core
         runs on it)."""
-        assert_implements(cni_plugin, "cni")
+        assert_implements(cni_plugin, "cni", "cni_plugin")
 
     async def test_add_result_shape(self, cni_plugin: CNIPlugin, netns: str, capabilities: CNICapabilities) -> None:
         """§5 ADD Success: cniVersion is the one supplied; interfaces list the container interface with

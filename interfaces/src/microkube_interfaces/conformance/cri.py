@@ -396,7 +396,7 @@ class _CRIFixtures:
         """CRI services: the pack offers RuntimeService and ImageService as the cri/v1 Protocols declare them (every
         method async and callable with their arguments) and declares its RuntimeCapabilities
         (microkube_interfaces.compliance, the check the core runs on it)."""
-        assert_implements(cri_runtime, "cri")
+        assert_implements(cri_runtime, "cri", "cri_runtime")
         assert cri_runtime.capabilities.cgroup_driver in ("cgroupfs", "systemd")
 
 

@@ -44,7 +44,7 @@ class StoreConformance:
     async def test_implements_the_interface(self, store: Store) -> None:
         """S1: the backend implements every method of the store/v1 Protocol, async where the Protocol's is and
         callable with its arguments (microkube_interfaces.compliance, the check the core runs on it)."""
-        assert_implements(store, "store")
+        assert_implements(store, "store", "store")
 
     async def test_create_then_get(self, store: Store) -> None:
         """S2: create returns a positive revision; get returns the value with create and mod revision."""
