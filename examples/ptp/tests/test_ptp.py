@@ -6,13 +6,21 @@ import asyncio
 import ipaddress
 import os
 import shutil
+import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from microkube_interfaces.cni import Attachment, AttachmentRequest, CNIError, CNIPlugin, ErrorCode
-from microkube_interfaces.conformance.cni import create_netns, delete_netns_sync, host_links, read_netns
+from microkube_interfaces.conformance.cni import (
+    create_netns,
+    create_netns_sync,
+    delete_netns_sync,
+    host_links,
+    read_netns,
+)
 from microkube_ptp import GATEWAY, PTPNetwork
 from microkube_ptp.ipam import AddressPool
 from microkube_ptp.netns import enter_netns, in_thread, open_netns
@@ -207,24 +215,61 @@ async def test_check_sees_a_missing_gateway_neighbour(network: PTPNetwork, netns
 
 @root
 @pytest.mark.skipif(not (shutil.which("busybox") and shutil.which("nsenter")), reason="needs busybox and nsenter")
-async def test_traffic(network: PTPNetwork, netns: Netns) -> None:
-    """Host → pod and pod → pod through the host (ICMP echo with busybox ping), over the /32 routes, the on-link
-    gateway and its permanent neighbour entry."""
-    a, b = request("pinga", await netns("pinga")), request("pingb", await netns("pingb"))
-    ip_a, ip_b = [(await network.add(r)).addresses()[0] for r in (a, b)]
+def test_traffic_on_a_private_node(tmp_path: Path) -> None:
+    """Node → pod, pod → pod and pod → node (ICMP echo with busybox ping) over the /32 routes, the on-link gateway and
+    its permanent neighbour entry, with the node's ``ip_forward`` off: forwarding on the host veths is enough.
 
-    async def ping(target: str, netns: str | None = None) -> None:
-        command = ["busybox", "ping", "-c", "1", "-W", "5", target]
-        if netns:
-            command = ["nsenter", f"--net={netns}", *command]
-        proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
-        out, _ = await proc.communicate()
-        assert proc.returncode == 0, out.decode()
+    The node is a namespace of the test's own (an uplink with the node's address, ``ip_forward=0``): the network
+    runs in a thread that entered it, so this host's interfaces and sysctls are never touched."""
+    paths = {name: str(tmp_path / name) for name in ("a", "b", "node")}
+    node_ip = "10.217.255.1"
 
+    def on_the_node() -> None:
+        from pyroute2 import IPRoute
+
+        for path in paths.values():
+            create_netns_sync(path)  # leaves this thread in that namespace: the node's comes last
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+            ipr.link("add", ifname="uplink", kind="veth", peer="uplink-peer")  # no dummy module on every host
+            (uplink,) = ipr.link_lookup(ifname="uplink")
+            ipr.addr("add", index=uplink, address=node_ip, prefixlen=32)
+            ipr.link("set", index=uplink, state="up")
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("0")
+        asyncio.run(attach_and_ping())
+
+    def ping(target: str, netns: str) -> None:
+        done = subprocess.run(["nsenter", f"--net={netns}", "busybox", "ping", "-c", "1", "-W", "5", target],
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, f"{netns} → {target}: {done.stdout}{done.stderr}"
+
+    async def attach_and_ping() -> None:
+        network = PTPNetwork.from_options({"podCIDR": "10.217.0.0/24", "stateDir": str(tmp_path / "state")})
+        a, b = request("traffica", paths["a"]), request("trafficb", paths["b"])
+        ip_a, ip_b = [(await network.add(r)).addresses()[0] for r in (a, b)]
+        try:
+            await asyncio.to_thread(ping, ip_a, paths["node"])
+            await asyncio.to_thread(ping, ip_b, paths["a"])
+            await asyncio.to_thread(ping, node_ip, paths["b"])
+        finally:
+            await network.delete(a)
+            await network.delete(b)
+
+    worker = threading.Thread(target=lambda: failures.extend(_capture(on_the_node)))
+    failures: list[BaseException] = []
     try:
-        await ping(ip_a)
-        await ping(ip_b, a.netns)
+        worker.start()
+        worker.join()
     finally:
-        await network.delete(a)
-        await network.delete(b)
+        for path in paths.values():
+            delete_netns_sync(path)
+    if failures:
+        raise failures[0]
+
+
+def _capture(fn: Callable[[], None]) -> list[BaseException]:
+    try:
+        fn()
+    except BaseException as exc:
+        return [exc]
+    return []
