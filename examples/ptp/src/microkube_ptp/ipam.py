@@ -92,8 +92,12 @@ class AddressPool:
                        f"all {self.size} addresses are allocated; delete pods or give the node a larger podCIDR")
 
     def release(self, address: ipaddress.IPv4Address) -> None:
-        (self.directory / str(address)).unlink(missing_ok=True)
-        self._sync_directory()
+        try:
+            (self.directory / str(address)).unlink(missing_ok=True)
+            self._sync_directory()
+        except OSError as exc:
+            raise CNIError(ErrorCode.IO_FAILURE, f"cannot release {address} under {self.directory}",
+                           exc.strerror or str(exc)) from None
 
     def release_owner(self, owner: Attachment) -> list[ipaddress.IPv4Address]:
         released = self.owned_by(owner)

@@ -150,6 +150,9 @@ class PTPNetwork:
                     pass
                 if isinstance(exc, NetlinkError):
                     raise _netlink_error(f"cannot configure {host_name}/{request.ifname}", exc) from None
+                if isinstance(exc, OSError):  # the forwarding sysctl (a read-only /proc/sys)
+                    raise CNIError(ErrorCode.IO_FAILURE, f"cannot configure {host_name}",
+                                   f"{exc.filename}: {exc.strerror}") from None
                 raise
         return Result(
             cni_version=request.cni_version,
