@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     cri_serve = commands.add_parser("cri-serve", help="serve a runtime pack as a CRI v1 gRPC endpoint on a unix socket")
     cri_serve.add_argument("--runtime", default="runc", help="the runtime pack to serve (default runc)")
     cri_serve.add_argument("--socket", type=Path, required=True, metavar="PATH", help="unix socket to listen on")
+    cri_serve.add_argument("--streaming-address", default="", metavar="HOST:PORT",
+                           help="where the CRI streaming server (Exec/Attach/PortForward URLs) listens "
+                                "(default 127.0.0.1 and a free port)")
     cri_serve.add_argument("--runtime-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                            help="an option of the runtime pack (repeatable), e.g. root=DIR")
     cri_serve.add_argument("--no-autoload", action="store_true")

@@ -274,7 +274,7 @@ def command(args: Any) -> int:
         try:
             registration = Plugins(autoload=False if args.no_autoload else None).registrar.runtimes.get(args.runtime)
             # --streaming-address HOST:PORT (a free port on 127.0.0.1 when not given)
-            address = getattr(args, "streaming_address", None)
+            address = args.streaming_address
             streaming_address = streaming.parse_address(address) if address else streaming.DEFAULT_ADDRESS
             pack = registration.factory(dict(args.runtime_option))
             await serve(pack, args.socket, streaming_address=streaming_address)
