@@ -1,4 +1,5 @@
-"""The cri/v1 conformance suite against the runc pack, with real runc containers of the busybox image.
+"""The cri/v1 conformance suite against the runc pack, with real runc containers of the busybox image, and again with
+the pack's other OCI runtime, crun (option ``ociRuntime: crun``; skipped when Debian's ``crun`` is not installed).
 
 Each test gets its own runtime state directory and cgroup parent (under this process's memory cgroup); the image
 store is shared by the module's tests (the busybox image is imported once). runc does not network pods (the node
@@ -17,6 +18,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -26,15 +28,15 @@ from microkube_runc import busybox, cgroups
 from microkube_runc.busybox import BUSYBOX, import_busybox
 from microkube_runc.images import ImageStore
 from microkube_runc.registry import RegistryClient
-from microkube_runc.runtime import RuncRuntimePack, create_runtime
+from microkube_runc.runtime import DEFAULT_CRUN, RuncRuntimePack, create_runtime
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 REGISTRY = shutil.which("docker-registry")
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runc containers, namespaces, cgroups, mounts"),
-    pytest.mark.skipif(not os.path.exists(RUNC) or not os.path.exists(BUSYBOX), reason="needs runc and busybox"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: OCI containers, namespaces, cgroups, mounts"),
+    pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox (Debian package busybox-static)"),
 ]
 
 _counter = itertools.count()
@@ -76,12 +78,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
         process.wait(10)
 
 
-class TestRuncCRIConformance(CRIConformance):
+class _RuncPackCRI(CRIConformance):
+    """The suite against the runc pack; subclasses choose the OCI runtime through the pack's options."""
+
+    pack_options: ClassVar[dict[str, Any]] = {}
+
     @pytest.fixture
     async def cri_runtime(self, tmp_path: Path, image_dir: Path) -> AsyncIterator[RuncRuntimePack]:
         parent = os.path.join(cgroups.own_cgroup("memory"), f"mkcri-{os.getpid()}-{next(_counter)}")
         pack = create_runtime({"root": str(tmp_path / "runc"), "imageDir": str(image_dir), "cgroupParent": parent,
-                               "runc": RUNC})
+                               **self.pack_options})
         try:
             yield pack
         finally:
@@ -125,3 +131,15 @@ class TestRuncCRIConformance(CRIConformance):
         async with RegistryClient() as client:
             await client.push(source, "microkube.local/conformance-pull:v1", target)
         return PullSource(target)
+
+
+@pytest.mark.skipif(not os.path.exists(RUNC), reason="needs runc (Debian package runc)")
+class TestRuncCRIConformance(_RuncPackCRI):
+    pack_options: ClassVar[dict[str, Any]] = {"runc": RUNC}
+
+
+@pytest.mark.skipif(not os.path.exists(DEFAULT_CRUN), reason="crun is not installed (Debian package crun)")
+class TestCrunCRIConformance(_RuncPackCRI):
+    """The same suite with ``ociRuntime: crun`` (through the pack's mount-namespace wrapper on a hybrid host)."""
+
+    pack_options: ClassVar[dict[str, Any]] = {"ociRuntime": "crun"}

@@ -2,12 +2,15 @@
 
 Each test gets a private state/image root under tmp_path and a private cgroup parent (under this process's memory
 cgroup); the fixture removes every sandbox, then checks that no runc container, cgroup directory or mount remains.
+Tests of what differs between OCI runtimes (versions, adoption by another instance or process, cleanup, stdin FIFOs)
+run with crun too (``ociRuntime: crun``, when Debian's crun is installed); the CRI suite covers the rest for both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import re
 import shutil
@@ -20,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from microkube_interfaces import cri
-from microkube_interfaces.errors import Invalid, NotFound, Retryable
+from microkube_interfaces.errors import Invalid, NotFound, PluginError, Retryable
 from microkube_runc import cgroups
 from microkube_runc.busybox import BUSYBOX, import_busybox
-from microkube_runc.runtime import RuncRuntime, RuncRuntimePack, create_runtime
+from microkube_runc.runtime import CRUN_WRAPPER, DEFAULT_CRUN, RuncRuntime, RuncRuntimePack, create_runtime
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 
@@ -32,6 +35,11 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runc containers, namespaces, cgroups, mounts"),
     pytest.mark.skipif(not os.path.exists(RUNC) or not os.path.exists(BUSYBOX), reason="needs runc and busybox"),
 ]
+#: The pack's options per OCI runtime.
+RUNTIME_OPTIONS: dict[str, dict[str, str]] = {"runc": {"runc": RUNC}, "crun": {"ociRuntime": "crun"}}
+needs_crun = pytest.mark.skipif(not os.path.exists(DEFAULT_CRUN), reason="crun is not installed (Debian package crun)")
+#: Runs a test with runc and with crun (an indirect parameter of the ``node`` fixture).
+both_runtimes = pytest.mark.parametrize("node", ["runc", pytest.param("crun", marks=needs_crun)], indirect=True)
 
 _counter = itertools.count()
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) (F|P) (.*)$")
@@ -39,13 +47,15 @@ SLEEPER = ("sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"
 
 
 class Node:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, oci_runtime: str = "runc") -> None:
         self.tmp = tmp
         self.root = tmp / "runc"
         self.parent = os.path.join(cgroups.own_cgroup("memory"), f"mktest-{os.getpid()}-{next(_counter)}")
         self.logs = tmp / "logs"
-        self.pack: RuncRuntimePack = create_runtime({"root": str(self.root), "cgroupParent": self.parent,
-                                                     "runc": RUNC})
+        self.oci_runtime = oci_runtime
+        self.options: dict[str, str] = {"root": str(self.root), "cgroupParent": self.parent,
+                                        **RUNTIME_OPTIONS[oci_runtime]}
+        self.pack: RuncRuntimePack = create_runtime(self.options)
         self.others: list[RuncRuntime] = []
 
     @property
@@ -83,9 +93,9 @@ class Node:
         found: list[str] = []
         runc_root = self.root / "state" / "runc"
         if runc_root.exists():
-            listing = subprocess.run([RUNC, "--root", str(runc_root), "list", "-q"], capture_output=True, text=True,
-                                     check=False)
-            found += [f"runc container {c}" for c in listing.stdout.split()]
+            listing = subprocess.run([self.rt.runc, "--root", str(runc_root), "list", "-q"], capture_output=True,
+                                     text=True, check=False)
+            found += [f"{self.oci_runtime} container {c}" for c in listing.stdout.split()]
         found += [f"cgroup {p}" for p in cgroups.exists_anywhere(self.parent) if any(p.iterdir()) and any(
             child.is_dir() for child in p.iterdir())]
         mounts = Path("/proc/self/mountinfo").read_text()
@@ -104,8 +114,8 @@ class Node:
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[Node]:
-    n = Node(tmp_path)
+async def node(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Node]:
+    n = Node(tmp_path, getattr(request, "param", "runc"))
     await import_busybox(n.pack.images)
     try:
         yield n
@@ -130,9 +140,10 @@ def log_records(path: str) -> list[tuple[str, str, str]]:
     return records
 
 
+@both_runtimes
 async def test_version_status_and_factory(node: Node) -> None:
     version = await node.rt.version()
-    assert version.runtime_name == "runc" and version.runtime_version.startswith("1.")
+    assert version.runtime_name == node.oci_runtime and version.runtime_version.startswith("1.")
     status = await node.rt.status()
     assert status.condition(cri.RUNTIME_READY) == cri.RuntimeCondition(cri.RUNTIME_READY, True)
     network = status.condition(cri.NETWORK_READY)
@@ -277,10 +288,11 @@ async def test_containers_share_network_namespace_and_hostname(node: Node) -> No
     assert pid_one != pid_two
 
 
+@both_runtimes
 async def test_new_runtime_instance_sees_and_manages_running_containers(node: Node) -> None:
     sid, sandbox = await node.sandbox()
     cid = await node.run(sid, sandbox, "app", SLEEPER)
-    again = create_runtime({"root": str(node.root), "cgroupParent": node.parent, "runc": RUNC}).runtime
+    again = create_runtime(node.options).runtime
     node.others.append(again)
     assert [s.id for s in await again.list_pod_sandbox()] == [sid]
     assert (await again.pod_sandbox_status(sid)).state == cri.PodSandboxState.SANDBOX_READY
@@ -295,6 +307,7 @@ async def test_new_runtime_instance_sees_and_manages_running_containers(node: No
     assert await node.rt.list_pod_sandbox() == []
 
 
+@both_runtimes
 async def test_remove_pod_sandbox_leaves_nothing(node: Node) -> None:
     sid, sandbox = await node.sandbox()
     cids = [await node.run(sid, sandbox, f"c{i}", SLEEPER) for i in range(2)]
@@ -328,13 +341,13 @@ def test_plugin_registers_the_runc_runtime(tmp_path: Path) -> None:
 
 
 CRASHING_AGENT = """
-import asyncio, os, sys
+import asyncio, json, os, sys
 from microkube_interfaces import cri
 from microkube_runc.runtime import create_runtime
 
 async def main() -> None:
-    rt = create_runtime({"root": sys.argv[1], "cgroupParent": sys.argv[2]}).runtime
-    sandbox = cri.PodSandboxConfig(cri.PodSandboxMetadata("crash", "uid-crash", "default"), log_directory=sys.argv[3])
+    rt = create_runtime(json.loads(sys.argv[1])).runtime
+    sandbox = cri.PodSandboxConfig(cri.PodSandboxMetadata("crash", "uid-crash", "default"), log_directory=sys.argv[2])
     sid = await rt.run_pod_sandbox(sandbox)
     command = ("sh", "-c", "echo before; sleep 2; echo after; trap 'exit 4' TERM; while :; do sleep 1 & wait $!; done")
     config = cri.ContainerConfig(cri.ContainerMetadata("app"), cri.ImageSpec("busybox"), command=command,
@@ -349,10 +362,11 @@ asyncio.run(main())
 """
 
 
+@both_runtimes
 async def test_runtime_process_crash_and_restart(node: Node) -> None:
     """Another process runs a pod and dies; this process's runtime adopts it: logs continue, stop and exit code work."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CRASHING_AGENT, str(node.root), node.parent, str(node.logs),
+        sys.executable, "-c", CRASHING_AGENT, json.dumps(node.options), str(node.logs),
         stdout=asyncio.subprocess.PIPE)
     out, _ = await process.communicate()
     assert process.returncode == 0
@@ -411,6 +425,7 @@ async def test_reopen_container_log_after_rotation(node: Node) -> None:
         await node.rt.reopen_container_log(cid)
 
 
+@both_runtimes
 async def test_stdin_without_stdin_once_outlives_attachments_and_the_runtime(node: Node) -> None:
     """stdin: true without stdinOnce: the process never reads end of file, detaching keeps its stdin open, and a
     new runtime instance (a restarted node agent) attaches and writes to it again."""
@@ -427,7 +442,7 @@ async def test_stdin_without_stdin_once_outlives_attachments_and_the_runtime(nod
     await first.close()
     await node.rt.close()  # the first instance goes away with its descriptors
 
-    again = create_runtime({"root": str(node.root), "cgroupParent": node.parent, "runc": RUNC}).runtime
+    again = create_runtime(node.options).runtime
     node.others.append(again)
     await again.list_containers()  # adopts the running container
     second = await again.attach(cid, stdin=True)
@@ -447,3 +462,45 @@ async def test_attach_needs_a_container_with_stdin_for_input(node: Node) -> None
     assert "stdin" in str(info.value)
     output_only = await node.rt.attach(cid)
     await output_only.close()
+
+
+def test_oci_runtime_option_names_the_accepted_values(tmp_path: Path) -> None:
+    with pytest.raises(Invalid) as info:
+        create_runtime({"root": str(tmp_path / "r"), "ociRuntime": "youki"})
+    assert [c.field for c in info.value.causes] == ["ociRuntime"]
+    assert "runc, crun" in str(info.value) and "'youki'" in str(info.value)
+
+
+def test_crun_missing_names_the_package(tmp_path: Path) -> None:
+    with pytest.raises(PluginError) as info:
+        create_runtime({"root": str(tmp_path / "r"), "ociRuntime": "crun", "runc": str(tmp_path / "no-crun")})
+    assert "no-crun" in str(info.value) and "apt-get install crun" in str(info.value)
+
+
+async def test_switching_runtime_over_live_containers_is_refused(node: Node) -> None:
+    await node.sandbox()
+    with pytest.raises(Invalid) as info:
+        create_runtime({**node.options, "ociRuntime": "crun", "runc": ""})
+    assert [c.field for c in info.value.causes] == ["ociRuntime"] and "made by runc" in str(info.value)
+
+
+@needs_crun
+def test_crun_wrapper_is_written_once_and_repaired(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not cgroups.hybrid_v2_controllers():
+        pytest.skip("this host's cgroups are not hybrid: crun runs without the wrapper")
+    options = {"root": str(tmp_path / "r"), "ociRuntime": "crun"}
+    wrapper = tmp_path / "r" / "state" / CRUN_WRAPPER
+    assert create_runtime(options).runtime.runc == str(wrapper)
+    assert os.access(wrapper, os.X_OK) and DEFAULT_CRUN in wrapper.read_text()
+    first = wrapper.stat()
+    create_runtime(options)
+    again = wrapper.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    wrapper.write_text("#!/bin/sh\nexit 1\n")
+    create_runtime(options)
+    version = subprocess.run([str(wrapper), "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("crun version")
+    assert cgroups.hybrid_v2_controllers()  # the host keeps its cgroup2 mount
+
+    monkeypatch.setattr(cgroups, "hybrid_v2_controllers", list)
+    assert create_runtime({"root": str(tmp_path / "plain"), "ociRuntime": "crun"}).runtime.runc == DEFAULT_CRUN

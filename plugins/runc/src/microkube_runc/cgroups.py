@@ -37,6 +37,24 @@ def hierarchies() -> list[Path]:
     return found
 
 
+def hybrid_v2_controllers() -> list[str]:
+    """The controllers of a cgroup2 mount at ``/sys/fs/cgroup/unified`` beside the v1 hierarchies (a hybrid
+    host); empty when there is no such mount or it carries no controller."""
+    unified = CGROUP_ROOT / "unified"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        if right.split(" ", 1)[0] == "cgroup2" and left.split(" ")[4] == str(unified):
+            try:
+                return (unified / "cgroup.controllers").read_text().split()
+            except OSError:
+                return []
+    return []
+
+
 def controller_dir(controller: str) -> Path:
     """The mount point of a v1 controller (``memory``, ``cpuacct``…)."""
     try:

@@ -1,8 +1,11 @@
-"""The runc pack's RuntimeService (cri/v1): pod sandboxes and containers driven by the ``runc`` binary.
+"""The runc pack's RuntimeService (cri/v1): pod sandboxes and containers driven by the ``runc`` binary, or by
+``crun`` (option ``ociRuntime``; both take the same command lines).
 
 State directory layout (``state_dir``)::
 
-    runc/                       runc's own --root (container states)
+    runc/                       the OCI runtime's own --root (container states)
+    oci-runtime                 which OCI runtime made them (runc or crun)
+    crun-wrapper                crun behind a private mount namespace (crun on a hybrid cgroup host only)
     sandboxes/<id>/sandbox.json the sandbox record; hostname, hosts, resolv.conf; pause/ (its bundle)
     containers/<id>/container.json
                                the container record; config.json + rootfs/ (its bundle); exit.json once exited
@@ -36,6 +39,7 @@ import ctypes
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -47,12 +51,16 @@ from pathlib import Path
 from typing import Any
 
 from microkube_interfaces import cri
-from microkube_interfaces.errors import Invalid, NotFound, Retryable, Unsupported
+from microkube_interfaces.errors import Invalid, NotFound, PluginError, Retryable, Unsupported
 from microkube_runc import bundle, cgroups, netns, terminal
 from microkube_runc.images import ImageStore
 from microkube_runc.logs import CriLog, Taps, pump
 
 DEFAULT_RUNC = "/usr/sbin/runc"
+DEFAULT_CRUN = "/usr/bin/crun"
+#: The OCI runtimes the pack drives (option ``ociRuntime``) and their default binaries (Debian's packages).
+OCI_RUNTIMES = {"runc": DEFAULT_RUNC, "crun": DEFAULT_CRUN}
+CRUN_WRAPPER = "crun-wrapper"
 DEFAULT_PAUSE_IMAGE = "microkube.local/busybox:latest"
 PAUSE_COMMAND = ("/bin/sleep", "infinity")
 
@@ -88,6 +96,35 @@ def _atomic_write(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(tmp, path)
+
+
+def write_crun_wrapper(path: Path, crun: str) -> Path:
+    """Write (when missing or different) the executable script the pack runs instead of crun on a hybrid host.
+
+    crun 1.8 refuses a host whose cgroup2 mount at ``/sys/fs/cgroup/unified`` has controllers attached ("cgroups
+    in hybrid mode not supported"), whatever its cgroup manager. The script runs crun in a mount namespace of its
+    own (slave propagation) where that mount is lazily unmounted, so crun sees pure cgroup v1; the host keeps it.
+    """
+    tools = {name: shutil.which(name, path=os.pathsep.join(("/usr/bin", "/bin", "/usr/sbin", "/sbin")))
+             for name in ("unshare", "umount")}
+    missing = [name for name, found in tools.items() if found is None]
+    if missing:
+        raise PluginError("runc", f"ociRuntime crun on this hybrid cgroup host needs {' and '.join(missing)}",
+                          "install Debian's util-linux and mount packages")
+    text = ("#!/bin/sh\n"
+            "# Written by microkube-runc: crun on a hybrid cgroup host, in a mount namespace without the cgroup2 "
+            "mount.\n"
+            f"exec {shlex.quote(str(tools['unshare']))} -m --propagation slave /bin/sh -c "
+            f"""'{tools["umount"]} -l /sys/fs/cgroup/unified 2>/dev/null; exec "$0" "$@"' """
+            f'{shlex.quote(crun)} "$@"\n')
+    with contextlib.suppress(OSError):
+        if path.read_text() == text and os.access(path, os.X_OK):
+            return path
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+    return path
 
 
 def _exists(path: Path) -> bool:
@@ -416,16 +453,39 @@ async def _stop_exec(process: asyncio.subprocess.Process, pid_file: Path) -> Non
 class RuncRuntime:
     """cri.RuntimeService on runc. One instance per node agent; state survives in ``state_dir``."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], images: ImageStore, *, runc: str = DEFAULT_RUNC,
-                 cgroup_parent: str | None = None, pause_image: str = DEFAULT_PAUSE_IMAGE) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], images: ImageStore, *, runc: str = "",
+                 oci_runtime: str = "runc", cgroup_parent: str | None = None,
+                 pause_image: str = DEFAULT_PAUSE_IMAGE) -> None:
+        """``oci_runtime`` names the runtime (``runc`` or ``crun``), ``runc`` its binary (default: Debian's)."""
+        if oci_runtime not in OCI_RUNTIMES:
+            raise Invalid.field("ociRuntime", f"must be one of {', '.join(OCI_RUNTIMES)}, not {oci_runtime!r}",
+                                "FieldValueNotSupported")
         self.state_dir = Path(state_dir).absolute()
         self.images = images
-        self.runc = runc
+        self.oci_runtime = oci_runtime
+        #: the runtime's own binary (versions, readiness) and what the pack runs (crun's wrapper on a hybrid host).
+        self.binary = runc or OCI_RUNTIMES[oci_runtime]
+        self.runc = self.binary
         self.cgroup_parent = cgroup_parent if cgroup_parent is not None else cgroups.default_parent()
         self.pause_image = pause_image
         self.runc_root = self.state_dir / "runc"
         for sub in ("runc", "sandboxes", "containers", "netns"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        # runc and crun keep different state under the same --root: neither can manage the other's containers.
+        marker = self.state_dir / "oci-runtime"
+        previous = marker.read_text().strip() if marker.exists() else ""
+        if previous != oci_runtime:
+            if previous and any(self.runc_root.iterdir()):
+                raise Invalid.field("ociRuntime", f"{self.state_dir} holds containers made by {previous}: remove "
+                                    f"them (the node's pods) before switching to {oci_runtime}, or use another root")
+            marker.write_text(oci_runtime + "\n")
+        if oci_runtime == "crun":
+            if not os.access(self.binary, os.X_OK):
+                raise PluginError("runc", f"ociRuntime crun: {self.binary} is not an executable",
+                                  "install Debian's crun package (apt-get install crun), or set the option runc "
+                                  "to the crun binary")
+            if cgroups.hybrid_v2_controllers():
+                self.runc = str(write_crun_wrapper(self.state_dir / CRUN_WRAPPER, self.binary))
         become_subreaper()
         self._logs: dict[str, CriLog] = {}
         self._pumps: dict[str, list[asyncio.Task[None]]] = {}
@@ -504,7 +564,7 @@ class RuncRuntime:
         code = process.returncode if process.returncode is not None else -1
         if check and code != 0:
             message = (err or out or b"").decode(errors="replace").strip()
-            raise RuncError(f"runc {args[0]} failed ({code}): {message}")
+            raise RuncError(f"{self.oci_runtime} {args[0]} failed ({code}): {message}")
         return code, out or b"", err or b""
 
     async def _runc_state(self, cid: str) -> dict[str, Any] | None:
@@ -635,16 +695,27 @@ class RuncRuntime:
     # --- RuntimeVersioner / status --------------------------------------------------------------
 
     async def version(self, api_version: str = cri.VERSION) -> cri.VersionInfo:
-        code, out, _ = await self._runc("--version", check=False)
-        first = out.decode(errors="replace").splitlines()[0] if code == 0 and out else "runc"
-        return cri.VersionInfo(version=cri.VERSION, runtime_name="runc",
-                               runtime_version=first.replace("runc version", "").strip())
+        """The OCI runtime's name and version, from the first line of ``<binary> --version``
+        (``runc version 1.1.5``, ``crun version 1.8.1``)."""
+        name = self.oci_runtime
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self.binary, "--version", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL)
+            out, _ = await process.communicate()
+        except OSError:
+            out = b""
+        lines = out.decode(errors="replace").splitlines()
+        first = lines[0] if lines else ""
+        return cri.VersionInfo(version=cri.VERSION, runtime_name=name,
+                               runtime_version=first.replace(f"{name} version", "").strip())
 
     async def status(self, verbose: bool = False) -> cri.RuntimeStatus:
-        ready = os.access(self.runc, os.X_OK)
+        ready = os.access(self.binary, os.X_OK) and os.access(self.runc, os.X_OK)
         return cri.RuntimeStatus(conditions=(
-            cri.RuntimeCondition(cri.RUNTIME_READY, ready, "" if ready else "RuncMissing",
-                                 "" if ready else f"{self.runc} is not executable"),
+            cri.RuntimeCondition(cri.RUNTIME_READY, ready, "" if ready else f"{self.oci_runtime.capitalize()}Missing",
+                                 "" if ready else f"{self.binary} is not executable: install Debian's "
+                                 f"{self.oci_runtime} package"),
             cri.RuntimeCondition(cri.NETWORK_READY, False, "NetworkPluginNotReady",
                                  "the runc runtime does not network pods; the node agent's pod network does"),
         ))
@@ -1321,7 +1392,10 @@ def create_runtime(options: dict[str, Any] | None = None) -> RuncRuntimePack:
 
     Options (all optional): ``root`` / ``rootDir`` (default ``/var/lib/microkube/runc``; images under
     ``<root>/images``, state under ``<root>/state``), ``stateDir`` (overrides the state dir), ``imageDir``
-    (overrides the image dir), ``runc`` (binary, default /usr/sbin/runc), ``cgroupParent`` (cgroupfs path,
+    (overrides the image dir), ``ociRuntime`` (``runc``, the default, or ``crun``; Debian's ``crun`` package),
+    ``runc`` (the OCI runtime's binary, default /usr/sbin/runc, or /usr/bin/crun with ``ociRuntime: crun``; on a
+    hybrid cgroup host crun is run through a script the pack writes to ``<stateDir>/crun-wrapper``, see
+    ``write_crun_wrapper``), ``cgroupParent`` (cgroupfs path,
     default ``<own memory cgroup>/microkube``), ``pauseImage`` (default the busybox image, imported from
     the host's /bin/busybox when absent), ``pinned`` (image references never collected).
     """
@@ -1334,6 +1408,7 @@ def create_runtime(options: dict[str, Any] | None = None) -> RuncRuntimePack:
     images = ImageStore(image_dir, pinned=pinned,
                         insecure_registries=[str(r) for r in options.get("insecureRegistries") or []])
     parent = options.get("cgroupParent", options.get("cgroup_parent"))
-    runtime = RuncRuntime(state, images, runc=str(options.get("runc") or DEFAULT_RUNC),
+    oci_runtime = str(options.get("ociRuntime") or options.get("oci_runtime") or "runc")
+    runtime = RuncRuntime(state, images, runc=str(options.get("runc") or ""), oci_runtime=oci_runtime,
                           cgroup_parent=str(parent) if parent else None, pause_image=pause_image)
     return RuncRuntimePack(runtime, images, CAPABILITIES)
