@@ -51,9 +51,8 @@ def test_duplicate_names_are_refused() -> None:
         microkube_plugin_info=hookimpl(lambda: PluginInfo(name="copycat", interfaces={"store": ("v1",)})),
         microkube_register=hookimpl(lambda registrar: registrar.stores.add("sqlite", MemoryStore, plugin="copycat")),
     )
-    plugins = Plugins(autoload=False, extra=[pack])
     with pytest.raises(errors.AlreadyExists) as error:
-        plugins.registrar  # noqa: B018 - building the registrar runs the hooks
+        Plugins(autoload=False, extra=[pack])
     assert str(error.value) == ("store backend 'sqlite' is already registered by plugin 'store'; "
                                 "plugin 'copycat' must choose another name")
 
@@ -134,14 +133,9 @@ def _pack(info: PluginInfo | None = None, **hooks: Any) -> types.SimpleNamespace
 CNI = PluginInfo(name="acme", interfaces={"cni": ("1.1",)})
 
 
-def _refused(*packs: object, registrar: bool = False) -> errors.PluginError:
-    def load() -> None:
-        plugins = Plugins(autoload=False, extra=packs)
-        if registrar:
-            plugins.registrar  # noqa: B018 - building the registrar runs microkube_register
-
+def _refused(*packs: object) -> errors.PluginError:
     with pytest.raises(errors.PluginError) as error:
-        load()
+        Plugins(autoload=False, extra=packs)
     return error.value
 
 
@@ -174,7 +168,7 @@ def test_a_declared_interface_needs_a_register_hook() -> None:
 
 
 def test_what_a_pack_registers_matches_what_it_declares() -> None:
-    error = _refused(_pack(CNI, microkube_register=hookimpl(lambda registrar: None)), registrar=True)
+    error = _refused(_pack(CNI, microkube_register=hookimpl(lambda registrar: None)))
     assert error.problem == ("declares cni ['1.1'] in microkube_plugin_info but its microkube_register added no "
                              "pod network")
     assert error.fix == ("call registrar.networks.add(name, factory) in microkube_register, or drop 'cni' from "
@@ -185,7 +179,7 @@ def test_what_a_pack_registers_matches_what_it_declares() -> None:
         registrar.stores.add("acme", MemoryStore)
         registrar.networks.add("acme", object)
 
-    error = _refused(_pack(store_only, microkube_register=hookimpl(register)), registrar=True)
+    error = _refused(_pack(store_only, microkube_register=hookimpl(register)))
     assert error.problem == ("registers pod network 'acme' but its microkube_plugin_info does not declare the cni "
                              "interface")
     assert error.fix == "return PluginInfo(..., interfaces={'cni': ('1.1',)}) from microkube_plugin_info"
@@ -194,7 +188,7 @@ def test_what_a_pack_registers_matches_what_it_declares() -> None:
 def test_registration_and_declared_versions_must_meet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(INTERFACE_VERSIONS, "cni", ("1.0", "1.1"))
     register = hookimpl(lambda registrar: registrar.networks.add("acme", object, versions=("1.0",)))
-    error = _refused(_pack(CNI, microkube_register=register), registrar=True)
+    error = _refused(_pack(CNI, microkube_register=register))
     assert error.problem == ("registers pod network 'acme' for cni versions ['1.0'] but declares ['1.1'] in "
                              "microkube_plugin_info")
 
@@ -236,7 +230,7 @@ def test_an_installed_pack_is_checked_like_the_others(monkeypatch: pytest.Monkey
      "the registrar offers registrar.stores, registrar.runtimes, registrar.networks"),
 ])
 def test_a_wrong_registration_names_the_pack(register: Any, problem: str, fix: str) -> None:
-    error = _refused(_pack(CNI, microkube_register=hookimpl(register)), registrar=True)
+    error = _refused(_pack(CNI, microkube_register=hookimpl(register)))
     assert error.plugin == "SimpleNamespace"
     assert problem in error.problem and fix in error.fix
 

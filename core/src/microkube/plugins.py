@@ -90,7 +90,8 @@ class Plugins:
         if autoload:
             self._load_entry_points(set(allow) if allow is not None else None)
         self._check()
-        self._registrar: Registrar | None = None
+        # Built at load so that a wrong registration is refused here too (hooks only register: this is cheap).
+        self._registrar = self._build_registrar()
 
     def _register(self, plugin: object, name: str, *, builtin: bool) -> None:
         try:
@@ -230,8 +231,6 @@ class Plugins:
 
     @property
     def registrar(self) -> Registrar:
-        if self._registrar is None:
-            self._registrar = self._build_registrar()
         return self._registrar
 
     def resource_types(self, settings: ServerSettings) -> list[ResourceRegistration]:
