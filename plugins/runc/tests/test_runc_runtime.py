@@ -501,6 +501,11 @@ def test_crun_wrapper_is_written_once_and_repaired(tmp_path: Path, monkeypatch: 
     version = subprocess.run([str(wrapper), "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("crun version")
     assert cgroups.hybrid_v2_controllers()  # the host keeps its cgroup2 mount
+    # ... also a host whose mounts are shared (systemd's), made here in a scratch mount namespace.
+    shared = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --make-rshared / && "$0" --version >/dev/null && '
+                             'grep -c " /sys/fs/cgroup/unified " /proc/self/mountinfo', str(wrapper)],
+                            capture_output=True, text=True, check=False)
+    assert (shared.returncode, shared.stdout.strip()) == (0, "1"), shared.stderr
 
     monkeypatch.setattr(cgroups, "hybrid_v2_controllers", list)
     assert create_runtime({"root": str(tmp_path / "plain"), "ociRuntime": "crun"}).runtime.runc == DEFAULT_CRUN

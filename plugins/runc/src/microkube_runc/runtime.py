@@ -103,20 +103,22 @@ def write_crun_wrapper(path: Path, crun: str) -> Path:
 
     crun 1.8 refuses a host whose cgroup2 mount at ``/sys/fs/cgroup/unified`` has controllers attached ("cgroups
     in hybrid mode not supported"), whatever its cgroup manager. The script runs crun in a mount namespace of its
-    own (slave propagation) where that mount is lazily unmounted, so crun sees pure cgroup v1; the host keeps it.
+    own where that mount is lazily unmounted, so crun sees pure cgroup v1. The namespace keeps the host's
+    propagation (bidirectional container mounts still reach the host on a host whose mounts are shared), except
+    under ``/sys``, made private first so that the unmount never propagates to the host.
     """
     tools = {name: shutil.which(name, path=os.pathsep.join(("/usr/bin", "/bin", "/usr/sbin", "/sbin")))
-             for name in ("unshare", "umount")}
+             for name in ("unshare", "mount", "umount")}
     missing = [name for name, found in tools.items() if found is None]
     if missing:
-        raise PluginError("runc", f"ociRuntime crun on this hybrid cgroup host needs {' and '.join(missing)}",
+        raise PluginError("runc", f"ociRuntime crun on this hybrid cgroup host needs {', '.join(missing)}",
                           "install Debian's util-linux and mount packages")
     text = ("#!/bin/sh\n"
             "# Written by microkube-runc: crun on a hybrid cgroup host, in a mount namespace without the cgroup2 "
             "mount.\n"
-            f"exec {shlex.quote(str(tools['unshare']))} -m --propagation slave /bin/sh -c "
-            f"""'{tools["umount"]} -l /sys/fs/cgroup/unified 2>/dev/null; exec "$0" "$@"' """
-            f'{shlex.quote(crun)} "$@"\n')
+            f"exec {tools['unshare']} -m --propagation unchanged /bin/sh -c "
+            f"""'{tools["mount"]} --make-rprivate /sys && {tools["umount"]} -l /sys/fs/cgroup/unified && """
+            f"""exec "$0" "$@"' {shlex.quote(crun)} "$@"\n""")
     with contextlib.suppress(OSError):
         if path.read_text() == text and os.access(path, os.X_OK):
             return path
