@@ -13,7 +13,8 @@ from microkube_interfaces.cni import NetworkFactory
 from microkube_interfaces.conformance.cni import CNICapabilities, CNIConformance
 from microkube_ptp import PTPNetwork
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the CNI suite needs root (namespaces, veth pairs)")
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the CNI suite needs root (namespaces, veth pairs)")]
 
 
 class TestPTPConformance(CNIConformance):

@@ -23,6 +23,8 @@ if os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("busybox"):
 
 from microkube.testing import Kubectl, ServerProcess, eventually, kubelet_node, own_memory_cgroup
 
+pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
+
 NODE = "mk-ptp-node"
 CLUSTER_CIDR = "10.218.0.0/16"  # the node gets a /24 of it from the controller manager
 IMAGE = "microkube.local/busybox:latest"

@@ -10,6 +10,7 @@ import subprocess
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,12 @@ from microkube_ptp import GATEWAY, PTPNetwork
 from microkube_ptp.ipam import AddressPool
 from microkube_ptp.netns import enter_netns, in_thread, open_netns
 
-root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces, veth pairs)")
+
+def root(test: Callable[..., Any]) -> Callable[..., Any]:
+    """Marked ``root`` and skipped without it (network namespaces, veth pairs)."""
+    return pytest.mark.root(pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, veth pairs)")(test))
+
+
 CIDR = "10.214.0.0/24"
 Netns = Callable[[str], Awaitable[str]]
 #: Container ids unique to this process: host veth names derive from them.
