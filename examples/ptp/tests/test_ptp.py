@@ -29,7 +29,9 @@ from microkube_ptp.netns import enter_netns, in_thread, open_netns
 
 def root(test: Callable[..., Any]) -> Callable[..., Any]:
     """Marked ``root`` and skipped without it (network namespaces, veth pairs)."""
-    return pytest.mark.root(pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, veth pairs)")(test))
+    marked: Callable[..., Any] = pytest.mark.root(
+        pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, veth pairs)")(test))
+    return marked
 
 
 CIDR = "10.214.0.0/24"
