@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,9 @@ def test_wheel_installs_and_is_discovered(tmp_path: Path) -> None:
          "--wheel-dir", tmp_path / "dist", source)
     (wheel,) = (tmp_path / "dist").glob("microkube_ptp-*.whl")
     built = time.monotonic()
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"microkube_ptp/py.typed", "microkube_ptp/plugin.py", "microkube_ptp/network.py"} <= names, names
+    assert not any("tests/" in name for name in names), names
 
     venv = tmp_path / "venv"
     # --system-site-packages: microkube and microkube-interfaces come from the test environment; pip's module too.
