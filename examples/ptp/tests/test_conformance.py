@@ -23,7 +23,6 @@ class TestPTPConformance(CNIConformance):
         network = PTPNetwork.from_options({"podCIDR": "10.213.0.0/24", "stateDir": str(tmp_path / "state")})
         yield network
         await network.gc([])  # whatever a failed test left behind
-        await network.close()
 
     @pytest.fixture
     def capabilities(self) -> CNICapabilities:

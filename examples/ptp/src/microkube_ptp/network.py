@@ -53,7 +53,8 @@ def _netlink_error(what: str, exc: Exception) -> CNIError:
 
 
 class PTPNetwork:
-    """A cni/1.1 ``CNIPlugin``. Build it with ``PTPNetwork.from_options(options)``; blocking work runs in threads."""
+    """A cni/1.1 ``CNIPlugin``. Build it with ``PTPNetwork.from_options(options)``; blocking work runs in threads.
+    It holds nothing between calls (each opens and closes its own netlink sockets), so it needs no closing."""
 
     def __init__(self, config: PTPConfig) -> None:
         self.config = config
@@ -72,9 +73,6 @@ class PTPNetwork:
         """The registered factory: options → network. ``CNIError`` 2 or 7 names the offending field."""
         return cls(PTPConfig.from_options(options))
 
-    async def close(self) -> None:
-        """Nothing to release: every operation opens and closes its own netlink sockets."""
-
     def host_ifname(self, attachment: Attachment) -> str:
         digest = hashlib.sha256(f"{self.key}\0{attachment.container_id}\0{attachment.ifname}".encode()).hexdigest()
         return "ptp" + digest[:12]
@@ -88,7 +86,13 @@ class PTPNetwork:
             raise CNIError(ErrorCode.TRY_AGAIN_LATER, "an ADD of this attachment is still running", attachment.ifname)
         future = in_thread(lambda: self._add(request, attachment))
         self._running[attachment] = future
-        future.add_done_callback(lambda _: self._running.pop(attachment, None))
+
+        def finished(done: asyncio.Future[Result]) -> None:
+            self._running.pop(attachment, None)
+            if not done.cancelled():
+                done.exception()  # retrieved: a caller that was cancelled meanwhile never will
+
+        future.add_done_callback(finished)
         return await asyncio.shield(future)
 
     def _add(self, request: AttachmentRequest, attachment: Attachment) -> Result:
