@@ -176,6 +176,22 @@ async def test_state_survives_a_restart(network: PTPNetwork, state: Path, netns:
 
 
 @root
+async def test_del_after_a_cancelled_add(network: PTPNetwork, netns: Netns) -> None:
+    """An ADD whose caller is cancelled finishes in its thread; the DEL that follows waits for it and removes
+    what it made."""
+    req = request("cancelled", await netns("cancelled"))
+    task = asyncio.create_task(network.add(req))
+    await asyncio.sleep(0)  # the ADD's thread is running now
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await network.delete(req)
+    assert network.host_ifname(Attachment(req.container_id, req.ifname)) not in await host_links()
+    assert network.pool.allocations() == {}
+    assert "eth0" not in (await read_netns(req.netns)).links
+
+
+@root
 async def test_namespace_layout_and_mtu(state: Path, netns: Netns) -> None:
     network = PTPNetwork.from_options({"podCIDR": CIDR, "stateDir": str(state), "mtu": 1400})
     req = request("layout", await netns("layout"))
