@@ -26,7 +26,7 @@ def _packages(base: str) -> dict[str, Path]:
     return found
 
 
-PLUGIN_PACKAGES = {**_packages("plugins"), **_packages("cloud")}
+PLUGIN_PACKAGES = {**_packages("plugins"), **_packages("cloud"), **_packages("examples")}
 INTERFACES = ROOT / "interfaces" / "src" / "microkube_interfaces"
 CORE = ROOT / "core" / "src" / "microkube"
 

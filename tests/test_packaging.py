@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("plugins/bridge", "microkube_bridge", ["py.typed", "plugin.py", "network.py"]),
     ("plugins/runc", "microkube_runc", ["py.typed", "plugin.py", "images.py"]),
     ("plugins/cni-exec", "microkube_cni", ["py.typed", "plugin.py", "runtime.py"]),
+    ("examples/ptp", "microkube_ptp", ["py.typed", "plugin.py", "network.py"]),
 ])
 def test_wheel_contents(tmp_path: Path, directory: str, package: str, must_have: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
