@@ -482,6 +482,9 @@ async def test_switching_runtime_over_live_containers_is_refused(node: Node) -> 
     with pytest.raises(Invalid) as info:
         create_runtime({**node.options, "ociRuntime": "crun", "runc": ""})
     assert [c.field for c in info.value.causes] == ["ociRuntime"] and "made by runc" in str(info.value)
+    (node.root / "state" / "oci-runtime").unlink()  # a state dir from before crun: runc made its containers
+    with pytest.raises(Invalid):
+        create_runtime({**node.options, "ociRuntime": "crun", "runc": ""})
 
 
 @needs_crun

@@ -474,10 +474,11 @@ class RuncRuntime:
         for sub in ("runc", "sandboxes", "containers", "netns"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         # runc and crun keep different state under the same --root: neither can manage the other's containers.
+        # (A state dir without the marker predates crun: runc made its containers.)
         marker = self.state_dir / "oci-runtime"
-        previous = marker.read_text().strip() if marker.exists() else ""
-        if previous != oci_runtime:
-            if previous and any(self.runc_root.iterdir()):
+        previous = marker.read_text().strip() if marker.exists() else "runc"
+        if previous != oci_runtime or not marker.exists():
+            if previous != oci_runtime and any(self.runc_root.iterdir()):
                 raise Invalid.field("ociRuntime", f"{self.state_dir} holds containers made by {previous}: remove "
                                     f"them (the node's pods) before switching to {oci_runtime}, or use another root")
             marker.write_text(oci_runtime + "\n")
