@@ -477,6 +477,7 @@ def test_crun_missing_names_the_package(tmp_path: Path) -> None:
     assert "no-crun" in str(info.value) and "apt-get install crun" in str(info.value)
 
 
+@needs_crun
 async def test_switching_runtime_over_live_containers_is_refused(node: Node) -> None:
     await node.sandbox()
     with pytest.raises(Invalid) as info:

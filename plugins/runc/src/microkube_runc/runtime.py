@@ -468,6 +468,10 @@ class RuncRuntime:
         #: the runtime's own binary (versions, readiness) and what the pack runs (crun's wrapper on a hybrid host).
         self.binary = runc or OCI_RUNTIMES[oci_runtime]
         self.runc = self.binary
+        if oci_runtime == "crun" and not os.access(self.binary, os.X_OK):
+            raise PluginError("runc", f"ociRuntime crun: {self.binary} is not an executable",
+                              "install Debian's crun package (apt-get install crun), or set the option runc "
+                              "to the crun binary")
         self.cgroup_parent = cgroup_parent if cgroup_parent is not None else cgroups.default_parent()
         self.pause_image = pause_image
         self.runc_root = self.state_dir / "runc"
@@ -482,13 +486,8 @@ class RuncRuntime:
                 raise Invalid.field("ociRuntime", f"{self.state_dir} holds containers made by {previous}: remove "
                                     f"them (the node's pods) before switching to {oci_runtime}, or use another root")
             marker.write_text(oci_runtime + "\n")
-        if oci_runtime == "crun":
-            if not os.access(self.binary, os.X_OK):
-                raise PluginError("runc", f"ociRuntime crun: {self.binary} is not an executable",
-                                  "install Debian's crun package (apt-get install crun), or set the option runc "
-                                  "to the crun binary")
-            if cgroups.hybrid_v2_controllers():
-                self.runc = str(write_crun_wrapper(self.state_dir / CRUN_WRAPPER, self.binary))
+        if oci_runtime == "crun" and cgroups.hybrid_v2_controllers():
+            self.runc = str(write_crun_wrapper(self.state_dir / CRUN_WRAPPER, self.binary))
         become_subreaper()
         self._logs: dict[str, CriLog] = {}
         self._pumps: dict[str, list[asyncio.Task[None]]] = {}
