@@ -464,6 +464,46 @@ async def test_attach_needs_a_container_with_stdin_for_input(node: Node) -> None
     await output_only.close()
 
 
+
+@both_runtimes
+async def test_tty_exec_follows_resizes(node: Node) -> None:
+    """A terminal's size reaches a tty exec, and again whenever the client resizes (kubectl exec -it in a resized
+    window); crun's own relay would drop the later resizes. runc applies a resize asynchronously (on SIGWINCH), and
+    right after its start ``stty`` may fail on its terminal, so the exec is asked until it shows the new size."""
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "app", SLEEPER)
+    stream = await node.rt.exec(cid, ["sh", "-c", "while read line; do stty size; echo end; done"], tty=True,
+                                stdin=True)
+    buffer = b""
+
+    async def answer() -> bytes:
+        """What one query printed before its ``end`` line (the echoed query included)."""
+        nonlocal buffer
+        while (match := re.search(rb"(?m)^end\r?$", buffer)) is None:
+            chunk = await asyncio.wait_for(stream.read_stdout(), 10)
+            assert chunk, f"the exec ended: {buffer!r}"
+            buffer += chunk
+        printed, buffer = buffer[:match.start()], buffer[match.end():]
+        return printed
+
+    async def size_becomes(expected: bytes) -> None:
+        seen = []
+        for _ in range(50):
+            await stream.write_stdin(b"size\n")
+            seen.append(await answer())
+            if re.search(rb"(?m)^" + expected + rb"\r?$", seen[-1]):
+                return
+            await asyncio.sleep(0.01)
+        pytest.fail(f"the exec's terminal never became {expected!r}: {seen}")
+
+    await stream.resize(100, 30)
+    await size_becomes(b"30 100")
+    await stream.resize(120, 40)
+    await size_becomes(b"40 120")
+    await stream.close_stdin()
+    assert await asyncio.wait_for(stream.wait(), 10) == 0
+    await stream.close()
+
 def test_oci_runtime_option_names_the_accepted_values(tmp_path: Path) -> None:
     with pytest.raises(Invalid) as info:
         create_runtime({"root": str(tmp_path / "r"), "ociRuntime": "youki"})

@@ -28,7 +28,8 @@ Stdio: stdout and stderr are pipes pumped into the CRI log and to attached clien
 reads a FIFO in its directory (without stdinOnce it holds a write end itself, so it never reads end of
 file and a restarted runtime opens the FIFO again). A tty container's terminal master comes from runc's
 console socket and lives in this process: a restart of the runtime's process hangs that terminal up.
-Execs with a tty run ``runc exec --tty`` in the foreground on a pty pair of ours (``terminal.py``).
+Execs with a tty run ``runc exec --tty`` in the foreground on a pty pair of ours (``terminal.py``); with crun, whose
+relay ignores resizes, ``crun exec --tty`` in the foreground hands the container's terminal to a console socket.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -300,7 +301,8 @@ class _Stream:
 
 
 class _TtyExec:
-    """A ``runc exec --tty`` in the foreground on a pty pair of ours: the ContainerStream handle."""
+    """A ``runc exec --tty`` in the foreground on a pty pair of ours, or a ``crun exec --tty`` in the foreground
+    whose terminal master came through a console socket: the ContainerStream handle."""
 
     def __init__(self, process: asyncio.subprocess.Process, master: int, stdin: bool, pid_file: Path) -> None:
         self.process = process
@@ -334,7 +336,7 @@ class _TtyExec:
     async def resize(self, width: int, height: int) -> None:
         if self._master < 0 or self.process.returncode is not None:
             return
-        terminal.set_size(self._master, width, height)
+        terminal.set_size(self._master, width, height)  # crun's: the container's terminal itself
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, signal.SIGWINCH)  # runc copies our size to the container's terminal
 
@@ -1036,25 +1038,49 @@ class RuncRuntime:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    async def _create_on_terminal(self, cid: str, create: tuple[str, ...], io: _ContainerIO,
-                                  log: CriLog) -> list[asyncio.Task[None]]:
-        """``runc create`` on a terminal: runc sends its master through a console socket; we keep it (for
-        stdin, resizes and attachments) and pump a duplicate into the log as stdout."""
+    async def _console(self, start: Callable[[str], Awaitable[asyncio.subprocess.Process | None]]) -> int:
+        """Run ``start`` with the path of a console socket and return the terminal master the OCI runtime sends
+        there. ``start`` returns the runtime's process when that keeps running (a foreground exec): its exit before
+        a master arrived is a failure rather than a wait."""
         with tempfile.TemporaryDirectory(prefix="mk-console-") as scratch:  # socket paths must stay short
             path = os.path.join(scratch, "console.sock")
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
                 listener.bind(path)
                 listener.listen(1)
                 listener.setblocking(False)
-                receive = asyncio.get_running_loop().create_task(terminal.receive_fd(listener))
+                loop = asyncio.get_running_loop()
+                receive = loop.create_task(terminal.receive_fd(listener))
+                exited: asyncio.Task[int] | None = None
                 try:
-                    await self._runc(*create, "--console-socket", path, cid)
-                    io.master = await asyncio.wait_for(receive, 10)
+                    process = await start(path)
+                    waiters: set[asyncio.Task[Any]] = {receive}
+                    if process is not None:
+                        exited = loop.create_task(process.wait())
+                        waiters.add(exited)
+                    await asyncio.wait(waiters, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+                    if receive.done():
+                        master = receive.result()
+                        os.set_blocking(master, False)
+                        return master
+                    detail = f"it exited with {exited.result()}" if exited is not None and exited.done() \
+                        else "none within 10 s"
+                    raise RuncError(f"{self.oci_runtime} sent no terminal to the console socket ({detail})")
                 finally:
-                    receive.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, OSError):
-                        await receive
-        os.set_blocking(io.master, False)
+                    for task in (receive, exited):
+                        if task is not None and not task.done():
+                            task.cancel()
+                            with contextlib.suppress(asyncio.CancelledError, OSError):
+                                await task
+
+    async def _create_on_terminal(self, cid: str, create: tuple[str, ...], io: _ContainerIO,
+                                  log: CriLog) -> list[asyncio.Task[None]]:
+        """``runc create`` on a terminal: runc sends its master through a console socket; we keep it (for
+        stdin, resizes and attachments) and pump a duplicate into the log as stdout."""
+
+        async def start(path: str) -> None:
+            await self._runc(*create, "--console-socket", path, cid)
+
+        io.master = await self._console(start)
         io.stdin_fd = io.master
         io.taps.end("stderr")
         return [asyncio.get_running_loop().create_task(pump(os.dup(io.master), "stdout", log, io.taps))]
@@ -1291,6 +1317,8 @@ class RuncRuntime:
                 stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             return _Stream(process, stdin, pid_file)
+        if self.oci_runtime == "crun":
+            return await self._crun_tty_exec(base, container_id, cmd, stdin, pid_file)
         master, slave = terminal.open_pty()
         try:
             process = await asyncio.create_subprocess_exec(
@@ -1302,6 +1330,30 @@ class RuncRuntime:
         finally:
             os.close(slave)
         return _TtyExec(process, master, stdin, pid_file)
+
+    async def _crun_tty_exec(self, base: tuple[str, ...], container_id: str, cmd: list[str], stdin: bool,
+                             pid_file: Path) -> _TtyExec:
+        """crun 1.8 relays a foreground ``exec --tty`` through a terminal of its own and ignores SIGWINCH, so
+        resizes after the start would be lost; given a console socket (which runc refuses without --detach) it
+        hands over the container's terminal itself and still waits for the process and returns its status."""
+        spawned: list[asyncio.subprocess.Process] = []
+
+        async def start(path: str) -> asyncio.subprocess.Process:
+            spawned.append(await asyncio.create_subprocess_exec(
+                *base, "--tty", "--console-socket", path, "--pid-file", str(pid_file), container_id, *cmd,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True))
+            return spawned[0]
+
+        try:
+            master = await self._console(start)
+        except BaseException as exc:
+            if spawned:
+                await _stop_exec(spawned[0], pid_file)
+            if isinstance(exc, RuncError):
+                raise Invalid(f"exec in {container_id}: {exc}") from exc
+            raise
+        return _TtyExec(spawned[0], master, stdin, pid_file)
 
     async def attach(self, container_id: str, *, stdin: bool = False) -> cri.ContainerStream:
         record = self._require_running(container_id)
