@@ -7,7 +7,6 @@ deletes every pod and proves nothing of ours is left on the host.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -27,7 +26,14 @@ from typing import Any
 
 import pytest
 
-from microkube.testing import Kubectl, ServerProcess, eventually, find_kubectl, own_memory_cgroup
+from microkube.testing import (
+    Kubectl,
+    ServerProcess,
+    eventually,
+    find_kubectl,
+    own_memory_cgroup,
+    remove_cgroup_tree,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root, pytest.mark.slow]
 
@@ -56,17 +62,7 @@ def _scrub(node_dir: Path, cgroup_parent: str, *, bridge: str = BRIDGE, nft_tabl
     listed = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"], capture_output=True, text=True)
     for container in listed.stdout.split():
         subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", container], capture_output=True)
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        top = hierarchy / cgroup_parent.lstrip("/")
-        if not top.is_dir():
-            continue
-        for procs in top.rglob("cgroup.procs"):
-            for pid in procs.read_text().split():
-                with contextlib.suppress(OSError):
-                    os.kill(int(pid), signal.SIGKILL)
-        for directory in [*sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), top]:
-            with contextlib.suppress(OSError):
-                directory.rmdir()
+    remove_cgroup_tree(cgroup_parent, kill=True)
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         target = line.split()[4]
         if target.startswith(str(node_dir)):

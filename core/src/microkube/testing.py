@@ -246,6 +246,38 @@ def own_memory_cgroup() -> str:
     return "/"
 
 
+def remove_cgroup_tree(parent: str, *, kill: bool = False) -> list[str]:
+    """Remove the cgroup directory ``parent`` (a cgroupfs path) and everything below it in every v1 hierarchy,
+    deepest first, killing the processes left in it when ``kill``; returns the directories that remain."""
+    remaining = []
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        top = hierarchy / parent.lstrip("/")
+        if not top.is_dir():
+            continue
+        if kill:
+            for procs in top.rglob("cgroup.procs"):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), signal.SIGKILL)
+        for directory in [*sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), top]:
+            try:
+                directory.rmdir()
+            except OSError:
+                remaining.append(str(directory))
+    return remaining
+
+
+def pod_running_with_ip(kubectl: Kubectl, name: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait until pod ``name`` is Running with a pod IP; return it."""
+
+    def running() -> dict[str, Any] | None:
+        pod: dict[str, Any] = kubectl.json("get", "pod", name)
+        return pod if pod["status"].get("phase") == "Running" and pod["status"].get("podIP") else None
+
+    found: dict[str, Any] = eventually(running, timeout, f"pod {name} Running with an IP")
+    return found
+
+
 @contextlib.contextmanager
 def kubelet_node(server: ServerProcess, node_name: str, directory: Path, *args: str,
                  plugins: str) -> Iterator[Kubectl]:

@@ -21,7 +21,15 @@ if importlib.util.find_spec("microkube") is None or importlib.util.find_spec("mi
 if os.geteuid() != 0 or not shutil.which("runc") or not shutil.which("busybox"):
     pytest.skip("needs root, runc and busybox", allow_module_level=True)
 
-from microkube.testing import Kubectl, ServerProcess, eventually, kubelet_node, own_memory_cgroup
+from microkube.testing import (
+    Kubectl,
+    ServerProcess,
+    eventually,
+    kubelet_node,
+    own_memory_cgroup,
+    pod_running_with_ip,
+    remove_cgroup_tree,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
 
@@ -41,12 +49,7 @@ def node(tmp_path: Path) -> Iterator[tuple[Kubectl, Path]]:
             yield kubectl, tmp_path / "node"
     finally:
         server.stop()
-        for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            top = hierarchy / cgroup_parent.lstrip("/")
-            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                directory.rmdir()
-            if top.is_dir():
-                top.rmdir()
+        assert remove_cgroup_tree(cgroup_parent) == []
 
 
 def _host_route(address: str) -> list[dict[str, Any]]:
@@ -66,11 +69,7 @@ spec:
   - {{name: c, image: {IMAGE}, command: ["sh", "-c", "ip -4 addr show eth0; ip route; exec sleep 3600"]}}
 """)
 
-    def running() -> dict[str, Any] | None:
-        pod: dict[str, Any] = kubectl.json("get", "pod", "on-ptp")
-        return pod if pod["status"].get("phase") == "Running" and pod["status"].get("podIP") else None
-
-    address = eventually(running, 60, "the pod Running with an IP")["status"]["podIP"]
+    address = pod_running_with_ip(kubectl, "on-ptp")["status"]["podIP"]
     pod_cidr = kubectl("get", "node", NODE, "-o", "jsonpath={.spec.podCIDR}").strip()
     assert ipaddress.ip_address(address) in ipaddress.ip_network(pod_cidr), (address, pod_cidr)
     logs = eventually(lambda: (out := kubectl("logs", "on-ptp")) and "default" in out and out, 30, "the pod's view")

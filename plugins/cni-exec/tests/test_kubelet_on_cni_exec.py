@@ -10,11 +10,18 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from microkube.testing import Kubectl, ServerProcess, eventually, kubelet_node, own_memory_cgroup
+from microkube.testing import (
+    Kubectl,
+    ServerProcess,
+    eventually,
+    kubelet_node,
+    own_memory_cgroup,
+    pod_running_with_ip,
+    remove_cgroup_tree,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,12 +52,7 @@ def node(tmp_path: Path) -> Iterator[Kubectl]:
         server.stop()
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
         Path("/proc/sys/net/ipv4/ip_forward").write_text(ip_forward)
-        for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            top = hierarchy / cgroup_parent.lstrip("/")
-            for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                directory.rmdir()
-            if top.is_dir():
-                top.rmdir()
+        assert remove_cgroup_tree(cgroup_parent) == []
 
 
 def test_pods_run_on_the_reference_plugins(node: Kubectl) -> None:
@@ -63,11 +65,7 @@ spec:
   - {{name: c, image: {IMAGE}, command: ["sh", "-c", "ip -4 addr show eth0; exec sleep 3600"]}}
 """)
 
-    def running() -> dict[str, Any] | None:
-        pod: dict[str, Any] = node.json("get", "pod", "on-cni")
-        return pod if pod["status"].get("phase") == "Running" and pod["status"].get("podIP") else None
-
-    pod = eventually(running, 60, "the pod Running with an IP")
+    pod = pod_running_with_ip(node, "on-cni")
     address = pod["status"]["podIP"]
     assert address.startswith("10.239.5.")  # host-local's range from the conflist
     assert eventually(lambda: address in node("logs", "on-cni"), 30, "the address inside the pod")
