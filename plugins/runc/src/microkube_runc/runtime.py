@@ -1,5 +1,5 @@
 """The runc pack's RuntimeService (cri/v1): pod sandboxes and containers driven by the ``runc`` binary, or by
-``crun`` (option ``ociRuntime``; both take the same command lines).
+``crun`` (option ``ociRuntime``; both take the same command lines but for tty execs, see ``_crun_tty_exec``).
 
 State directory layout (``state_dir``)::
 
