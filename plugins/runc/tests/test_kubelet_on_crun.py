@@ -4,19 +4,25 @@ wrapper on a hybrid cgroup host) and the bridge pack; kubectl sees the pod Runni
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 pytest.importorskip("microkube.testing", reason="the kubelet e2e needs microkube core")
 
-from microkube.testing import Kubectl, ServerProcess, eventually, kubelet_node, own_memory_cgroup
+from microkube.testing import (
+    Kubectl,
+    ServerProcess,
+    eventually,
+    kubelet_node,
+    own_memory_cgroup,
+    pod_running_with_ip,
+    remove_cgroup_tree,
+)
 from microkube_runc.runtime import DEFAULT_CRUN
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
@@ -64,12 +70,9 @@ def node(tmp_path: Path) -> Iterator[Kubectl]:
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
         subprocess.run(["nft", "delete", "table", "inet", NFT_TABLE], capture_output=True, check=False)
         Path("/proc/sys/net/ipv4/ip_forward").write_text(ip_forward)
-        for hierarchy in Path("/sys/fs/cgroup").iterdir():
-            top = hierarchy / cgroup_parent.lstrip("/")
-            for directory in [*sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), top]:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
+        remaining = remove_cgroup_tree(cgroup_parent, kill=bool(leftovers))
         assert leftovers == [], "crun containers left behind"
+        assert remaining == []
 
 
 def test_a_pod_runs_on_crun(node: Kubectl, tmp_path: Path) -> None:
@@ -82,11 +85,7 @@ spec:
   - {{name: c, image: {IMAGE}, command: ["sh", "-c", "echo hello from crun; exec sleep 3600"]}}
 """)
 
-    def running() -> dict[str, Any] | None:
-        pod: dict[str, Any] = node.json("get", "pod", "on-crun")
-        return pod if pod["status"].get("phase") == "Running" and pod["status"].get("podIP") else None
-
-    pod = eventually(running, 60, "the pod Running with an IP")
+    pod = pod_running_with_ip(node, "on-crun")
     assert (tmp_path / "node" / "runc" / "state" / "oci-runtime").read_text() == "crun\n"
     assert pod["status"]["podIP"].startswith("10.242.")
     assert pod["status"]["containerStatuses"][0]["containerID"].startswith("crun://")
