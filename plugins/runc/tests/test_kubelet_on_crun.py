@@ -37,12 +37,16 @@ if os.geteuid() != 0 or not os.path.exists(DEFAULT_CRUN):
     pytest.skip("needs root and crun (Debian package crun)", allow_module_level=True)
 
 
-def crun_containers(tmp_path: Path) -> list[str]:
-    """What crun lists under the node's runtime state (through the pack's wrapper when it wrote one)."""
+def crun(tmp_path: Path, *args: str) -> str:
+    """crun on the node's runtime state (through the pack's wrapper when it wrote one); its output."""
     state = tmp_path / "node" / "runc" / "state"
-    crun = str(state / "crun-wrapper") if (state / "crun-wrapper").exists() else DEFAULT_CRUN
-    return subprocess.run([crun, "--root", str(state / "runc"), "list", "-q"], capture_output=True, text=True,
-                          check=False).stdout.split()
+    binary = str(state / "crun-wrapper") if (state / "crun-wrapper").exists() else DEFAULT_CRUN
+    return subprocess.run([binary, "--root", str(state / "runc"), *args], capture_output=True, text=True,
+                          check=False).stdout
+
+
+def crun_containers(tmp_path: Path) -> list[str]:
+    return crun(tmp_path, "list", "-q").split()
 
 
 @pytest.fixture
@@ -58,12 +62,9 @@ def node(tmp_path: Path) -> Iterator[Kubectl]:
             yield kubectl
     finally:
         server.stop()
-        state = tmp_path / "node" / "runc" / "state"
-        crun = str(state / "crun-wrapper") if (state / "crun-wrapper").exists() else DEFAULT_CRUN
         leftovers = crun_containers(tmp_path)
         for container in leftovers:
-            subprocess.run([crun, "--root", str(state / "runc"), "delete", "--force", container], capture_output=True,
-                           check=False)
+            crun(tmp_path, "delete", "--force", container)
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             if line.split()[4].startswith(str(tmp_path)):
                 subprocess.run(["umount", "-l", line.split()[4]], capture_output=True, check=False)
