@@ -91,6 +91,8 @@ class PodState:
     #: The pod was removed from the API (or its static manifest from disk): tear down, do not report.
     gone: bool = False
     torn_down: bool = False
+    #: Counts container creates and kills: a sync lists the pod's containers again only when it changed them.
+    changes: int = 0
 
 
 class PodWorkers:
@@ -271,8 +273,10 @@ class PodWorkers:
             instances = {}
         wake: list[float] = [RESYNC]
         if sandbox is not None:
+            changes = state.changes
             await self._sync_containers(state, sandbox, pod_ips, paths, instances, wake)
-            instances = await self.instances(state.uid)
+            if state.changes != changes:
+                instances = await self.instances(state.uid)
         self.remember(state, sandbox or "", instances)
         status = await self._report(state, sandbox_ready=sandbox is not None, pod_ips=pod_ips, instances=instances)
         if status.get("phase") in ("Succeeded", "Failed"):
@@ -618,6 +622,7 @@ class PodWorkers:
         config = containerspec.container_config(pod, container, kind=kind, restart_count=restart_count, image=image,
                                                 envs=envs, mounts=mounts)
         sandbox_config = containerspec.sandbox_config(pod, log_directory=self.log_directory(pod), attempt=0)
+        state.changes += 1
         try:
             cid = await self.runtime.create_container(sandbox_id, config, sandbox_config)
         except errors.MicrokubeError as exc:
@@ -651,6 +656,7 @@ class PodWorkers:
     async def _kill(self, state: PodState, container: Object | None, cid: str, grace: int, *,
                     run_pre_stop: bool = True) -> None:
         """preStop (within the grace period), then SIGTERM and SIGKILL after what is left of it."""
+        state.changes += 1
         deadline = time.monotonic() + grace
         name = container["name"] if container else ""
         if container is not None:
