@@ -318,6 +318,32 @@ spec:
                "the shell to exit")
 
 
+def test_service_links_reach_the_environment(cluster: Cluster) -> None:
+    """Containers get the master service's and their namespace's services as environment variables."""
+    cluster.apply("""
+apiVersion: v1
+kind: Service
+metadata: {name: linked-db}
+spec:
+  ports: [{port: 5432}]
+  selector: {app: nothing}
+""")
+    cluster_ip = cluster.kubectl("get", "service", "linked-db", "-o", "jsonpath={.spec.clusterIP}").strip()
+    cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: linked}}
+spec:
+  containers:
+  - {{name: c, image: {IMAGE}, command: ["sleep", "3600"]}}
+""")
+    cluster.wait_ready("linked")
+    env = cluster.kubectl("exec", "linked", "--", "env")
+    assert f"LINKED_DB_SERVICE_HOST={cluster_ip}" in env.splitlines(), env
+    assert "LINKED_DB_SERVICE_PORT=5432" in env.splitlines(), env
+    assert any(line.startswith("KUBERNETES_SERVICE_HOST=") for line in env.splitlines()), env
+
+
 def test_restarts_crash_loop_and_previous_logs(cluster: Cluster) -> None:
     cluster.apply(f"""
 apiVersion: v1

@@ -22,7 +22,7 @@ from microkube.kubelet import containerspec, static
 from microkube.kubelet.node import NodeAgent
 from microkube.kubelet.server import ContainerLocation, KubeletServer
 from microkube.kubelet.volumes import VolumeManager
-from microkube.kubelet.worker import PodState, PodWorkers
+from microkube.kubelet.worker import NAMESPACE_INDEX, SERVICES, PodState, PodWorkers
 from microkube_interfaces import cni, cri, errors
 
 log = logging.getLogger(__name__)
@@ -355,8 +355,12 @@ class Kubelet:
         await self._ensure_network()
         self.informer = Informer(self.client, PODS, field_selector=f"spec.nodeName={config.node_name}")
         self.informer.add_handler(self._on_pod)
+        services = Informer(self.client, SERVICES)
+        services.add_index(NAMESPACE_INDEX, lambda s: [s["metadata"].get("namespace", "")])
+        self.workers.services = services
         tasks = [
             asyncio.create_task(self.informer.run(), name="kubelet-pods"),
+            asyncio.create_task(services.run(), name="kubelet-services"),
             asyncio.create_task(self.node.run(), name="kubelet-node"),
         ]
         self.workers.start()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from microkube.client import Client, Resource
-from microkube.controllers.runtime import EventRecorder, WorkQueue
+from microkube.controllers.runtime import EventRecorder, Informer, WorkQueue
 from microkube.kubelet import containerspec, handlers
 from microkube.kubelet import status as podstatus
 from microkube.kubelet.envvars import EnvError, container_env
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 Object = dict[str, Any]
 PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
+#: The services informer's index by namespace (for service links).
+NAMESPACE_INDEX = "namespace"
 SECRETS = Resource("", "v1", "secrets")
 
 BACKOFF_INITIAL = 10.0
@@ -122,6 +124,8 @@ class PodWorkers:
         self._tasks: list[asyncio.Task[None]] = []
         self._pulls: dict[str, asyncio.Lock] = {}
         self.network_lock = asyncio.Lock()
+        #: Set by the agent: a cache of every service, indexed by NAMESPACE_INDEX.
+        self.services: Informer | None = None
 
     # -- intake ----------------------------------------------------------------------------------
 
@@ -583,6 +587,8 @@ class PodWorkers:
         return None
 
     async def _services(self, pod: Object) -> list[Object]:
+        """The services whose environment variables the pod's containers get (its namespace's, with service
+        links, and the master service), from the services informer once it synced, else from the API."""
         namespace = pod["metadata"].get("namespace", "default")
         if (pod.get("spec") or {}).get("enableServiceLinks") is False:
             namespaces = ["default"] if namespace != "default" else []
@@ -590,10 +596,14 @@ class PodWorkers:
             namespaces = [namespace] + (["default"] if namespace != "default" else [])
         found: list[Object] = []
         for each in namespaces:
-            with contextlib.suppress(errors.MicrokubeError):
-                listing = await self.client.list(SERVICES, each)
-                found += [s for s in listing.get("items") or []
-                          if each == namespace or s["metadata"].get("name") == "kubernetes"]
+            if self.services is not None and self.services.synced.is_set():
+                items = self.services.by_index(NAMESPACE_INDEX, each)
+            else:
+                try:
+                    items = (await self.client.list(SERVICES, each)).get("items") or []
+                except errors.MicrokubeError:
+                    continue
+            found += [s for s in items if each == namespace or s["metadata"].get("name") == "kubernetes"]
         return found
 
     async def _start(self, state: PodState, container: Object, sandbox_id: str, pod_ip: str, paths: dict[str, str],
