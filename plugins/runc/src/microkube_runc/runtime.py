@@ -902,6 +902,10 @@ class RuncRuntime:
         for sid in self._sandbox_ids():
             if filter is not None and filter.id and filter.id != sid:
                 continue
+            record = self._records.peek(self._sandbox_dir(sid) / "sandbox.json")
+            if record is None or (filter is not None
+                                  and not cri.matches_labels(record.get("labels") or {}, filter.label_selector)):
+                continue
             try:
                 status = await self.pod_sandbox_status(sid)
             except NotFound:
@@ -1220,10 +1224,10 @@ class RuncRuntime:
                 continue
             if filter is not None and filter.pod_sandbox_id and record["sandbox_id"] != filter.pod_sandbox_id:
                 continue
+            if filter is not None and not cri.matches_labels(record["labels"], filter.label_selector):
+                continue
             state, _ = self._state_of(record)
             if filter is not None and filter.state is not None and filter.state != state:
-                continue
-            if filter is not None and not cri.matches_labels(record["labels"], filter.label_selector):
                 continue
             found.append(cri.Container(
                 id=cid, pod_sandbox_id=record["sandbox_id"],
