@@ -317,6 +317,12 @@ spec:
     eventually(lambda: cluster.container_status("terminals", 2).get("state", {}).get("terminated"), 30,
                "the shell to exit")
 
+    code, shown = on_terminal(cluster.kubectl, ["run", "one-off", "-it", "--rm", "--restart=Never", f"--image={IMAGE}",
+                                                "--", "sh"], [b"\r", b"echo $((3*5)) from $(hostname)\r", b"exit\r"])
+    assert "15 from one-off" in shown, shown
+    assert code == 0, shown
+    eventually(lambda: "one-off" not in cluster.kubectl("get", "pods", "-o", "name"), 60, "kubectl run --rm to delete")
+
 
 def test_service_links_reach_the_environment(cluster: Cluster) -> None:
     """Containers get the master service's and their namespace's services as environment variables."""
