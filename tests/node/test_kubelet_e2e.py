@@ -581,6 +581,16 @@ spec:
 
 
 def test_kubelet_restart_keeps_every_pod_running(cluster: Cluster) -> None:
+    cluster.apply(f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: tty-survivor, labels: {{app: web}}}}
+spec:
+  restartPolicy: Never
+  containers:
+  - {{name: shell, image: {IMAGE}, command: ["sh"], stdin: true, tty: true}}
+""")
+    cluster.wait_ready("tty-survivor")
     before = {p["metadata"]["name"]: (p["status"]["containerStatuses"][0].get("containerID"),
                                       p["status"]["containerStatuses"][0].get("restartCount"))
               for p in cluster.kubectl.json("get", "pods", "-l", "app=web")["items"]}
@@ -597,6 +607,11 @@ def test_kubelet_restart_keeps_every_pod_running(cluster: Cluster) -> None:
     for name in before:
         cluster.wait_ready(name, 30)
     assert cluster.kubectl("exec", next(iter(before)), "--", "echo", "still here").strip() == "still here"
+    # the tty container's terminal survived too: the same shell answers through the new kubelet
+    code, shown = on_terminal(cluster.kubectl, ["attach", "-it", "tty-survivor"],
+                              [b"\r", b"echo $((8*8))\r", b"exit\r"])
+    assert "64" in shown and code == 0, shown
+    cluster.kubectl("delete", "pod", "tty-survivor", "--wait=false")
 
 
 def test_a_second_node_joins_with_a_token(cluster: Cluster, tmp_path: Path) -> None:

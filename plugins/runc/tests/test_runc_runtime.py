@@ -454,6 +454,50 @@ async def test_stdin_without_stdin_once_outlives_attachments_and_the_runtime(nod
     assert [text for _, _, text in records] == ["got one", "got two"]
 
 
+def _alive(pid: int, start_ticks: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z" and int(fields[19]) == start_ticks
+
+
+async def _read_until(stream: cri.ContainerStream, wanted: bytes) -> bytes:
+    seen = b""
+    while wanted not in seen:
+        chunk = await asyncio.wait_for(stream.read_stdout(), 20)
+        assert chunk, f"end of output before {wanted!r}: {seen!r}"
+        seen += chunk
+    return seen
+
+
+@both_runtimes
+async def test_a_tty_container_keeps_its_terminal_across_runtime_restarts(node: Node) -> None:
+    """A tty container's terminal outlives the runtime instance that made it (a holder process keeps the master
+    open): a new instance attaches and drives the same shell; removing the container ends the holder."""
+    sid, sandbox = await node.sandbox()
+    config = cri.ContainerConfig(cri.ContainerMetadata("shell"), cri.ImageSpec("busybox"), command=("sh",),
+                                 log_path="shell/0.log", stdin=True, tty=True)
+    cid = await node.rt.create_container(sid, config, sandbox)
+    await node.rt.start_container(cid)
+    first = await node.rt.attach(cid, stdin=True)
+    await first.write_stdin(b"echo $((2+3))\n")
+    await _read_until(first, b"5\r\n")
+    await first.close()
+    holder = json.loads((node.root / "state" / "containers" / cid / "container.json").read_text())["terminal_holder"]
+    await node.rt.close()
+
+    again = create_runtime(node.options).runtime
+    node.others.append(again)
+    second = await again.attach(cid, stdin=True)
+    await second.write_stdin(b"echo $((6*7))\n")
+    await _read_until(second, b"42\r\n")
+    await second.close()
+    assert (await again.container_status(cid)).state == cri.ContainerState.CONTAINER_RUNNING
+    await again.remove_container(cid)
+    assert not _alive(holder["pid"], holder["start_ticks"]), "the terminal holder outlived its container"
+
+
 async def test_attach_needs_a_container_with_stdin_for_input(node: Node) -> None:
     sid, sandbox = await node.sandbox()
     cid = await node.run(sid, sandbox, "app", SLEEPER)

@@ -27,7 +27,8 @@ watches it is reported with exit code 255 and reason ``Unknown`` unless its zomb
 Stdio: stdout and stderr are pipes pumped into the CRI log and to attached clients; a container with stdin
 reads a FIFO in its directory (without stdinOnce it holds a write end itself, so it never reads end of
 file and a restarted runtime opens the FIFO again). A tty container's terminal master comes from runc's
-console socket and lives in this process: a restart of the runtime's process hangs that terminal up.
+console socket; a holder process (``sleep infinity``) keeps a copy, from which a restarted runtime takes it
+back (pidfd_getfd), so the terminal is never hung up while the container lives.
 Execs with a tty run ``runc exec --tty`` in the foreground on a pty pair of ours (``terminal.py``); with crun, whose
 relay ignores resizes, ``crun exec --tty`` in the foreground hands the container's terminal to a console socket.
 """
@@ -657,9 +658,11 @@ class RuncRuntime:
 
     def _reattach_output(self, record: dict[str, Any]) -> tuple[CriLog | None, list[asyncio.Task[None]]]:
         """Open new read ends of a running container's stdout/stderr pipes (``/proc/<pid>/fd/1,2``) and pump
-        them again, and open its stdin FIFO again: the log and attachments continue after a restart of the
-        runtime's process. A tty container's terminal went with the earlier process: it is not reattached."""
+        them again, and open its stdin FIFO again; take a tty container's terminal master back from its holder:
+        the log and attachments continue after a restart of the runtime's process."""
         cid, pid = record["id"], record["pid"]
+        if record.get("tty"):
+            return self._reattach_terminal(record)
         fds: list[tuple[int, str]] = []
         for number, stream in ((1, "stdout"), (2, "stderr")):
             path = f"/proc/{pid}/fd/{number}"
@@ -681,6 +684,35 @@ class RuncRuntime:
         self._pumps[cid] = pumps
         self._io[cid] = io
         return log, pumps
+
+    def _reattach_terminal(self, record: dict[str, Any]) -> tuple[CriLog | None, list[asyncio.Task[None]]]:
+        holder = record.get("terminal_holder") or {}
+        if not holder or _proc_state(holder["pid"])[2] != holder["start_ticks"]:
+            return None, []
+        try:
+            master = terminal.take_back(holder["pid"], holder["fd"])
+        except OSError:
+            return None, []
+        os.set_blocking(master, False)
+        io = _ContainerIO(Taps(), tty=True, stdin_once=bool(record.get("stdin_once")), master=master)
+        io.stdin_fd = master
+        io.taps.end("stderr")
+        log = CriLog(record.get("log_path", ""))
+        pumps = [asyncio.get_running_loop().create_task(pump(os.dup(master), "stdout", log, io.taps))]
+        self._logs[record["id"]] = log
+        self._pumps[record["id"]] = pumps
+        self._io[record["id"]] = io
+        return log, pumps
+
+    @staticmethod
+    def _end_terminal_holder(record: dict[str, Any]) -> None:
+        holder = record.get("terminal_holder") or {}
+        if not holder or _proc_state(holder["pid"])[2] != holder["start_ticks"]:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(holder["pid"], signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):  # our child unless an earlier instance started it
+            os.waitpid(holder["pid"], 0)
 
     async def _wait_exit(self, exit_file: Path, limit: float) -> bool:
         deadline = time.monotonic() + limit
@@ -985,6 +1017,9 @@ class RuncRuntime:
             self._io[cid] = io
             pid = int((directory / "pid").read_text().strip())
             record.update(pid=pid, start_ticks=_proc_state(pid)[2], state="created")
+            if config.tty:
+                holder = terminal.hold(io.master)
+                record["terminal_holder"] = {"pid": holder, "fd": io.master, "start_ticks": _proc_state(holder)[2]}
             self._save_container(record)
             self._watch(cid, pid, directory / "exit.json", cgroup_path, pumps, record["start_ticks"], log)
         except BaseException as exc:
@@ -1195,6 +1230,7 @@ class RuncRuntime:
         io = self._io.pop(container_id, None)
         if io is not None:
             io.close()
+        await asyncio.to_thread(self._end_terminal_holder, record)
         self._watchers.pop(container_id, None)
         self._cpu_samples.pop(container_id, None)
         directory = self._container_dir(container_id)

@@ -2,14 +2,17 @@
 
 A tty exec runs ``runc exec --tty`` in the foreground with a pty pair of ours as its stdio: runc copies
 between that and the terminal it makes inside the container, and resizes the inner terminal to ours on
-SIGWINCH. A tty container's terminal master arrives from ``runc create --console-socket``.
+SIGWINCH. A tty container's terminal master arrives from ``runc create --console-socket``; a holder process
+keeps a copy of it so that the terminal outlives a restart of the node agent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fcntl
 import os
+import shutil
 import socket
 import struct
 import termios
@@ -79,3 +82,38 @@ async def receive_fd(listener: socket.socket) -> int:
             if not fds:
                 raise OSError("the console socket closed without sending a terminal")
             return fds[0]
+
+
+_SYS_PIDFD_GETFD = 438  # the same number on every architecture (allocated after the syscall tables merged)
+
+
+def hold(fd: int) -> int:
+    """Start a holder: an idle process (``sleep infinity``) with its own copy of ``fd`` at the same number, in
+    a session of its own. A tty container's terminal master stays open in it while the node agent restarts
+    (the last close of a master hangs the terminal up); ``take_back`` fetches it again. Returns its pid."""
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    quiet = [(os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)]
+    # posix_spawn, not subprocess: the holder is reaped by whoever removes the container (``os.waitpid``), and a
+    # Popen object would warn when collected with its process still running. Child processes made meanwhile by
+    # other threads close every descriptor but their stdio, so briefly inheritable is safe.
+    os.set_inheritable(fd, True)
+    try:
+        return os.posix_spawn(sleep, [sleep, "infinity"], os.environ, file_actions=quiet, setsid=True)
+    finally:
+        os.set_inheritable(fd, False)
+
+
+def take_back(pid: int, fd: int) -> int:
+    """A descriptor of this process for descriptor ``fd`` of process ``pid`` (pidfd_getfd; root)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        got = int(libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0))
+        if got < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"pidfd_getfd of fd {fd} of pid {pid}: {os.strerror(code)}")
+        os.set_inheritable(got, False)
+        return got
+    finally:
+        os.close(pidfd)
