@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -484,7 +484,7 @@ async def test_a_tty_container_keeps_its_terminal_across_runtime_restarts(node: 
     await first.write_stdin(b"echo $((2+3))\n")
     await _read_until(first, b"5\r\n")
     await first.close()
-    holder = json.loads((node.root / "state" / "containers" / cid / "container.json").read_text())["terminal_holder"]
+    holder = json.loads((node.root / "state" / "containers" / cid / "container.json").read_text())["stdio_holder"]
     await node.rt.close()
 
     again = create_runtime(node.options).runtime
@@ -495,7 +495,38 @@ async def test_a_tty_container_keeps_its_terminal_across_runtime_restarts(node: 
     await second.close()
     assert (await again.container_status(cid)).state == cri.ContainerState.CONTAINER_RUNNING
     await again.remove_container(cid)
-    assert not _alive(holder["pid"], holder["start_ticks"]), "the terminal holder outlived its container"
+    assert not _alive(holder["pid"], holder["start_ticks"]), "the stdio holder outlived its container"
+
+
+@both_runtimes
+async def test_output_written_while_no_runtime_runs_is_kept(node: Node) -> None:
+    """A container writing while no runtime instance pumps its output (a node agent restarting) neither fails
+    its writes nor loses lines: a holder keeps its pipes readable and the next instance drains them."""
+    sid, sandbox = await node.sandbox()
+    cid = await node.run(sid, sandbox, "ticker", ("sh", "-c", "i=0; while :; do echo tick $i; i=$((i+1)); "
+                                                               "sleep 0.05; done"))
+    log = node.logs / "pod" / "ticker" / "0.log"
+
+    def ticks() -> list[int]:
+        return [int(text.split()[1]) for _, _, text in log_records(str(log)) if text.startswith("tick ")]
+
+    await _eventually(lambda: len(ticks()) >= 3)
+    await node.rt.close()
+    await asyncio.sleep(1.0)  # output written meanwhile waits in the pipe
+    again = create_runtime(node.options).runtime
+    node.others.append(again)
+    await again.list_containers()  # adopts the container and pumps its output again
+    await _eventually(lambda: bool(ticks()) and ticks()[-1] >= 40)
+    seen = ticks()
+    assert seen == list(range(len(seen))), f"lines lost: {sorted(set(range(seen[-1] + 1)) - set(seen))}"
+    assert (await again.container_status(cid)).state == cri.ContainerState.CONTAINER_RUNNING
+
+
+async def _eventually(check: Callable[[], bool], limit: float = 20.0) -> None:
+    deadline = time.monotonic() + limit
+    while not await asyncio.to_thread(check):
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
 
 
 async def test_attach_needs_a_container_with_stdin_for_input(node: Node) -> None:

@@ -27,8 +27,10 @@ watches it is reported with exit code 255 and reason ``Unknown`` unless its zomb
 Stdio: stdout and stderr are pipes pumped into the CRI log and to attached clients; a container with stdin
 reads a FIFO in its directory (without stdinOnce it holds a write end itself, so it never reads end of
 file and a restarted runtime opens the FIFO again). A tty container's terminal master comes from runc's
-console socket; a holder process (``sleep infinity``) keeps a copy, from which a restarted runtime takes it
-back (pidfd_getfd), so the terminal is never hung up while the container lives.
+console socket. Each running container has a holder process (``sleep infinity``, ended when the container
+exits) with copies of its output pipes' read ends or its terminal master: while no runtime instance pumps
+them (a node agent restarting) writes wait in the pipe instead of failing, the terminal is not hung up, and
+the next instance reads the pipes again through ``/proc/<pid>/fd`` and takes the master back (pidfd_getfd).
 Execs with a tty run ``runc exec --tty`` in the foreground on a pty pair of ours (``terminal.py``); with crun, whose
 relay ignores resizes, ``crun exec --tty`` in the foreground hands the container's terminal to a console socket.
 """
@@ -363,6 +365,8 @@ class _ContainerIO:
     stdin_once: bool
     stdin_fd: int = -1
     master: int = -1
+    #: The container's holder process (terminal.hold) and the descriptors it holds, by stream.
+    holder: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def close_stdin(self) -> None:
         if self.stdin_fd >= 0 and self.stdin_fd != self.master:
@@ -436,6 +440,25 @@ class _Attachment:
         self._io.taps.unsubscribe("stdout", self._out)
         self._io.taps.unsubscribe("stderr", self._err)
         await self.close_stdin()
+
+
+def _holder(fds: dict[str, int]) -> dict[str, Any]:
+    """Start a holder of ``fds`` (terminal.hold); the record of it kept with the container."""
+    pid = terminal.hold(list(fds.values()))
+    return {"pid": pid, "start_ticks": _proc_state(pid)[2], "fds": fds}
+
+
+def _holder_alive(holder: dict[str, Any]) -> bool:
+    return bool(holder) and _proc_state(holder["pid"])[2] == holder["start_ticks"]
+
+
+def _end_holder(holder: dict[str, Any]) -> None:
+    if not _holder_alive(holder):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(holder["pid"], signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):  # our child unless an earlier instance started it
+        os.waitpid(holder["pid"], 0)
 
 
 def _kill_exec(pid_file: Path) -> None:
@@ -632,6 +655,8 @@ class RuncRuntime:
             if exit_file.parent.exists():
                 _atomic_write(exit_file, {"exit_code": 255 if code is None else code, "finished_at": finished,
                                           "oom": oom or (code == 137 and failcnt > 0), "known": code is not None})
+            record = _read_json(exit_file.parent / "container.json") or {}
+            await asyncio.to_thread(_end_holder, record.get("stdio_holder") or {})  # its output is drained
         finally:
             _WATCHED.discard(pid)
 
@@ -686,11 +711,11 @@ class RuncRuntime:
         return log, pumps
 
     def _reattach_terminal(self, record: dict[str, Any]) -> tuple[CriLog | None, list[asyncio.Task[None]]]:
-        holder = record.get("terminal_holder") or {}
-        if not holder or _proc_state(holder["pid"])[2] != holder["start_ticks"]:
+        holder = record.get("stdio_holder") or {}
+        if not _holder_alive(holder) or "terminal" not in holder["fds"]:
             return None, []
         try:
-            master = terminal.take_back(holder["pid"], holder["fd"])
+            master = terminal.take_back(holder["pid"], holder["fds"]["terminal"])
         except OSError:
             return None, []
         os.set_blocking(master, False)
@@ -703,16 +728,6 @@ class RuncRuntime:
         self._pumps[record["id"]] = pumps
         self._io[record["id"]] = io
         return log, pumps
-
-    @staticmethod
-    def _end_terminal_holder(record: dict[str, Any]) -> None:
-        holder = record.get("terminal_holder") or {}
-        if not holder or _proc_state(holder["pid"])[2] != holder["start_ticks"]:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(holder["pid"], signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):  # our child unless an earlier instance started it
-            os.waitpid(holder["pid"], 0)
 
     async def _wait_exit(self, exit_file: Path, limit: float) -> bool:
         deadline = time.monotonic() + limit
@@ -1017,9 +1032,7 @@ class RuncRuntime:
             self._io[cid] = io
             pid = int((directory / "pid").read_text().strip())
             record.update(pid=pid, start_ticks=_proc_state(pid)[2], state="created")
-            if config.tty:
-                holder = terminal.hold(io.master)
-                record["terminal_holder"] = {"pid": holder, "fd": io.master, "start_ticks": _proc_state(holder)[2]}
+            record["stdio_holder"] = io.holder
             self._save_container(record)
             self._watch(cid, pid, directory / "exit.json", cgroup_path, pumps, record["start_ticks"], log)
         except BaseException as exc:
@@ -1069,6 +1082,7 @@ class RuncRuntime:
                 if fd not in (out_r, err_r):
                     os.close(fd)
             fds = []
+            io.holder = _holder({"stdout": out_r, "stderr": err_r})
             loop = asyncio.get_running_loop()
             return [loop.create_task(pump(out_r, "stdout", log, io.taps)),
                     loop.create_task(pump(err_r, "stderr", log, io.taps))]
@@ -1121,6 +1135,7 @@ class RuncRuntime:
 
         io.master = await self._console(start)
         io.stdin_fd = io.master
+        io.holder = _holder({"terminal": io.master})
         io.taps.end("stderr")
         return [asyncio.get_running_loop().create_task(pump(os.dup(io.master), "stdout", log, io.taps))]
 
@@ -1230,7 +1245,7 @@ class RuncRuntime:
         io = self._io.pop(container_id, None)
         if io is not None:
             io.close()
-        await asyncio.to_thread(self._end_terminal_holder, record)
+        await asyncio.to_thread(_end_holder, record.get("stdio_holder") or {})
         self._watchers.pop(container_id, None)
         self._cpu_samples.pop(container_id, None)
         directory = self._container_dir(container_id)

@@ -2,8 +2,8 @@
 
 A tty exec runs ``runc exec --tty`` in the foreground with a pty pair of ours as its stdio: runc copies
 between that and the terminal it makes inside the container, and resizes the inner terminal to ours on
-SIGWINCH. A tty container's terminal master arrives from ``runc create --console-socket``; a holder process
-keeps a copy of it so that the terminal outlives a restart of the node agent.
+SIGWINCH. A tty container's terminal master arrives from ``runc create --console-socket``. A holder process
+keeps copies of a container's output descriptors so that they outlive a restart of the node agent.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import socket
 import struct
 import termios
 import tty
+from collections.abc import Sequence
 
 from microkube_runc.logs import read_chunk
 
@@ -87,20 +88,24 @@ async def receive_fd(listener: socket.socket) -> int:
 _SYS_PIDFD_GETFD = 438  # the same number on every architecture (allocated after the syscall tables merged)
 
 
-def hold(fd: int) -> int:
-    """Start a holder: an idle process (``sleep infinity``) with its own copy of ``fd`` at the same number, in
-    a session of its own. A tty container's terminal master stays open in it while the node agent restarts
-    (the last close of a master hangs the terminal up); ``take_back`` fetches it again. Returns its pid."""
+def hold(fds: Sequence[int]) -> int:
+    """Start a holder: an idle process (``sleep infinity``) with its own copies of ``fds`` at the same numbers,
+    in a session of its own. It keeps a container's stdout and stderr pipes readable (a write while the node
+    agent restarts is buffered, then waits, instead of failing with EPIPE) and a tty container's terminal
+    master open (its last close would hang the terminal up), and ``take_back`` fetches a copy again. Returns
+    its pid."""
     sleep = shutil.which("sleep") or "/bin/sleep"
     quiet = [(os.POSIX_SPAWN_OPEN, n, os.devnull, os.O_RDWR, 0) for n in (0, 1, 2)]
     # posix_spawn, not subprocess: the holder is reaped by whoever removes the container (``os.waitpid``), and a
     # Popen object would warn when collected with its process still running. Child processes made meanwhile by
     # other threads close every descriptor but their stdio, so briefly inheritable is safe.
-    os.set_inheritable(fd, True)
+    for fd in fds:
+        os.set_inheritable(fd, True)
     try:
         return os.posix_spawn(sleep, [sleep, "infinity"], os.environ, file_actions=quiet, setsid=True)
     finally:
-        os.set_inheritable(fd, False)
+        for fd in fds:
+            os.set_inheritable(fd, False)
 
 
 def take_back(pid: int, fd: int) -> int:
