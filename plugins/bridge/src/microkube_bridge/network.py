@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from microkube_bridge import masquerade
@@ -210,10 +211,11 @@ class BridgeNetwork:
                             continue
                         raise
                 created = True
-                host_link = ipr.link("get", ifname=host)[0]
-                if self.options.hairpin:
-                    ipr.brport("set", index=host_link["index"], mode=1)
-                host_mac = host_link.get("IFLA_ADDRESS")
+            # sysfs rather than two more netlink round trips (a third of an ADD's time in pyroute2)
+            port = Path("/sys/class/net") / host
+            if self.options.hairpin:
+                (port / "brport" / "hairpin_mode").write_text("1")
+            host_mac = (port / "address").read_text().strip()
             os.close(netns_fd)
             netns_fd = -1
             enter(request.netns)
