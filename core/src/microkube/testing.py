@@ -283,7 +283,9 @@ def kubelet_node(server: ServerProcess, node_name: str, directory: Path, *args: 
                  plugins: str) -> Iterator[Kubectl]:
     """A ``microkube kubelet`` process registering ``node_name`` with ``server`` (node credentials issued from the
     server's CA), loading only the packs in ``plugins``; yields kubectl once the node is Ready and deletes every
-    pod before the kubelet stops."""
+    pod before the kubelet stops. With the runc pack its pods' cgroups go under a private parent below this
+    process's memory cgroup, which must be empty once the pods are gone (it is removed either way); the host's
+    ``ip_forward``, which pod networks may switch on, is restored."""
     from microkube import bootstrap
 
     binary = find_kubectl()
@@ -291,6 +293,11 @@ def kubelet_node(server: ServerProcess, node_name: str, directory: Path, *args: 
         pytest.fail("kubectl 1.32 is not installed; .ci/run installs it")
     node_dir = directory / "node"
     node_dir.mkdir()
+    cgroup_parent = ""
+    if "runc" in plugins.split(","):
+        cgroup_parent = f"{own_memory_cgroup().rstrip('/')}/microkube-{node_name}-{os.urandom(4).hex()}"
+        args = (*args, f"--runtime-option=cgroupParent={cgroup_parent}")
+    ip_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     kubeconfig, cert, key = bootstrap.local_credentials(server.data_dir, node_name, node_dir, ["127.0.0.1"])
     with (directory / "kubelet.log").open("w") as log:
         kubelet = subprocess.Popen(
@@ -310,3 +317,9 @@ def kubelet_node(server: ServerProcess, node_name: str, directory: Path, *args: 
             kubectl.run("delete", "pods", "--all", "--grace-period=1", "--wait=true", check=False, timeout=60)
             kubelet.terminate()
             kubelet.wait(30)
+            Path("/proc/sys/net/ipv4/ip_forward").write_text(ip_forward)
+            if cgroup_parent:
+                left = remove_cgroup_tree(cgroup_parent)
+                if left:
+                    remove_cgroup_tree(cgroup_parent, kill=True)
+                    raise AssertionError(f"cgroups left after every pod was deleted: {left}")

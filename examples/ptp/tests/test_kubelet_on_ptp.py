@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,7 @@ from microkube.testing import (
     ServerProcess,
     eventually,
     kubelet_node,
-    own_memory_cgroup,
     pod_running_with_ip,
-    remove_cgroup_tree,
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
@@ -40,16 +37,14 @@ IMAGE = "microkube.local/busybox:latest"
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[tuple[Kubectl, Path]]:
-    cgroup_parent = f"{own_memory_cgroup().rstrip('/')}/microkube-ptp-{uuid.uuid4().hex[:8]}"
     server = ServerProcess(tmp_path / "server", components=True,
                            extra_args=["--cluster-cidr", CLUSTER_CIDR]).start(timeout=60)
     try:
         with kubelet_node(server, NODE, tmp_path, "--network", "ptp", "--network-option=mtu=1400",
-                          f"--runtime-option=cgroupParent={cgroup_parent}", plugins="runc,ptp") as kubectl:
+                          plugins="runc,ptp") as kubectl:
             yield kubectl, tmp_path / "node"
     finally:
         server.stop()
-        assert remove_cgroup_tree(cgroup_parent) == []
 
 
 def _host_route(address: str) -> list[dict[str, Any]]:

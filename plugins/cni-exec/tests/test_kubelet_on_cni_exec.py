@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +17,7 @@ from microkube.testing import (
     ServerProcess,
     eventually,
     kubelet_node,
-    own_memory_cgroup,
     pod_running_with_ip,
-    remove_cgroup_tree,
 )
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e, pytest.mark.slow]
@@ -41,18 +38,14 @@ def node(tmp_path: Path) -> Iterator[Kubectl]:
         {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
          "ipam": {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "dataDir": str(tmp_path / "ipam")}},
         {"type": "loopback"}]}))
-    ip_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
-    cgroup_parent = f"{own_memory_cgroup().rstrip('/')}/microkube-cniexec-{uuid.uuid4().hex[:8]}"
     server = ServerProcess(tmp_path / "server", components=True).start(timeout=60)
     try:
         with kubelet_node(server, NODE, tmp_path, "--network", "cni-exec", f"--network-option=conflist={conflist}",
-                          f"--runtime-option=cgroupParent={cgroup_parent}", plugins="runc,cni-exec") as kubectl:
+                          plugins="runc,cni-exec") as kubectl:
             yield kubectl
     finally:
         server.stop()
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
-        Path("/proc/sys/net/ipv4/ip_forward").write_text(ip_forward)
-        assert remove_cgroup_tree(cgroup_parent) == []
 
 
 def test_pods_run_on_the_reference_plugins(node: Kubectl) -> None:

@@ -123,6 +123,23 @@ def sandbox_factory(tmp_path: Path) -> Callable[[cri.PodSandboxMetadata], cri.Po
     return make
 
 
+class BusyboxOverGrpc:
+    """The CRI suite's image and sandbox fixtures for a runtime reached over CRI v1 gRPC whose busybox image the
+    test env imported beforehand (containerd, or runc behind cri-serve)."""
+
+    @pytest.fixture
+    def test_image(self) -> str:
+        return BUSYBOX_IMAGE
+
+    @pytest.fixture
+    async def prepare_image(self, cri_runtime: Any, test_image: str) -> None:
+        assert await cri_runtime.images.image_status(cri.ImageSpec(test_image)) is not None
+
+    @pytest.fixture
+    def sandbox_config_factory(self, tmp_path: Path) -> Callable[[cri.PodSandboxMetadata], cri.PodSandboxConfig]:
+        return sandbox_factory(tmp_path)
+
+
 async def remove_all_and_close(pack: Any) -> None:
     """Stop and remove every sandbox the pack lists, then close it."""
     for sandbox in await pack.runtime.list_pod_sandbox():

@@ -14,17 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from containerd_testenv import BUSYBOX_IMAGE, CTR, Daemon, busybox_archive, remove_all_and_close, sandbox_factory
+from containerd_testenv import CTR, BusyboxOverGrpc, Daemon, busybox_archive, remove_all_and_close
 
-from microkube_interfaces import cri
-from microkube_interfaces.conformance.cri import CRICapabilities, CRIConformance, SandboxConfigFactory
+from microkube_interfaces.conformance.cri import CRICapabilities, CRIConformance
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 _counter = itertools.count()
 
 
-class TestContainerdCRIConformance(CRIConformance):
+class TestContainerdCRIConformance(BusyboxOverGrpc, CRIConformance):
     @pytest.fixture
     async def cri_runtime(self, containerd_daemon: Daemon) -> AsyncIterator[Any]:
         from microkube_containerd.runtime import create_runtime
@@ -42,17 +41,6 @@ class TestContainerdCRIConformance(CRIConformance):
         return CRICapabilities.from_runtime(cri_runtime.capabilities, port_mappings=False, pull=False,
                                             stdin_close=False, exec_close_kills=False)
 
-    @pytest.fixture
-    def test_image(self) -> str:
-        return BUSYBOX_IMAGE
-
-    @pytest.fixture
-    async def prepare_image(self, cri_runtime: Any, test_image: str) -> None:
-        assert await cri_runtime.images.image_status(cri.ImageSpec(test_image)) is not None
-
-    @pytest.fixture
-    def sandbox_config_factory(self, tmp_path: Path) -> SandboxConfigFactory:
-        return sandbox_factory(tmp_path)
 
     @pytest.fixture
     async def removable_image(self, cri_runtime: Any, tmp_path: Path) -> str:

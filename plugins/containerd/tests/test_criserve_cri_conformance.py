@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from containerd_testenv import BUSYBOX_IMAGE, cri_serve_runc_options, remove_all_and_close, sandbox_factory
+from containerd_testenv import BusyboxOverGrpc, cri_serve_runc_options, remove_all_and_close
 
-from microkube_interfaces import cri
-from microkube_interfaces.conformance.cri import CRICapabilities, CRIConformance, SandboxConfigFactory
+from microkube_interfaces.conformance.cri import CRICapabilities, CRIConformance
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
-class TestCriServeRuncCRIConformance(CRIConformance):
+class TestCriServeRuncCRIConformance(BusyboxOverGrpc, CRIConformance):
     @pytest.fixture
     async def cri_runtime(self, cri_serve_runc: Path) -> AsyncIterator[Any]:
         from microkube_containerd.runtime import create_runtime
@@ -38,14 +37,3 @@ class TestCriServeRuncCRIConformance(CRIConformance):
     def cri_capabilities(self, cri_runtime: Any) -> CRICapabilities:
         return CRICapabilities.from_runtime(cri_runtime.capabilities, port_mappings=False, pull=False)
 
-    @pytest.fixture
-    def test_image(self) -> str:
-        return BUSYBOX_IMAGE
-
-    @pytest.fixture
-    async def prepare_image(self, cri_runtime: Any, test_image: str) -> None:
-        assert await cri_runtime.images.image_status(cri.ImageSpec(test_image)) is not None
-
-    @pytest.fixture
-    def sandbox_config_factory(self, tmp_path: Path) -> SandboxConfigFactory:
-        return sandbox_factory(tmp_path)

@@ -384,7 +384,7 @@ class _Attachment:
     """An attachment to a container's main process: the ContainerStream handle of ``attach``."""
 
     def __init__(self, io: _ContainerIO, stdin: bool, exit_file: Path,
-                 wait_exit: Any) -> None:
+                 wait_exit: Callable[[Path, float], Awaitable[bool]]) -> None:
         self._io = io
         self._stdin = stdin
         self._out = io.taps.subscribe("stdout")
@@ -705,10 +705,14 @@ class RuncRuntime:
         log = CriLog(record.get("log_path", ""))
         loop = asyncio.get_running_loop()
         pumps = [loop.create_task(pump(fd, stream, log, io.taps)) for fd, stream in fds]
+        self._track(cid, log, pumps, io)
+        return log, pumps
+
+    def _track(self, cid: str, log: CriLog, pumps: list[asyncio.Task[None]], io: _ContainerIO) -> None:
+        """What this instance holds of a container's output: its log, the pumps feeding it, attachments' I/O."""
         self._logs[cid] = log
         self._pumps[cid] = pumps
         self._io[cid] = io
-        return log, pumps
 
     def _reattach_terminal(self, record: dict[str, Any]) -> tuple[CriLog | None, list[asyncio.Task[None]]]:
         holder = record.get("stdio_holder") or {}
@@ -724,9 +728,7 @@ class RuncRuntime:
         io.taps.end("stderr")
         log = CriLog(record.get("log_path", ""))
         pumps = [asyncio.get_running_loop().create_task(pump(os.dup(master), "stdout", log, io.taps))]
-        self._logs[record["id"]] = log
-        self._pumps[record["id"]] = pumps
-        self._io[record["id"]] = io
+        self._track(record["id"], log, pumps, io)
         return log, pumps
 
     async def _wait_exit(self, exit_file: Path, limit: float) -> bool:
@@ -1027,9 +1029,7 @@ class RuncRuntime:
                 pumps = await self._create_on_terminal(cid, create, io, log)
             else:
                 pumps = await self._create_on_pipes(cid, create, io, log, directory / "stdin" if config.stdin else None)
-            self._logs[cid] = log
-            self._pumps[cid] = pumps
-            self._io[cid] = io
+            self._track(cid, log, pumps, io)
             pid = int((directory / "pid").read_text().strip())
             record.update(pid=pid, start_ticks=_proc_state(pid)[2], state="created")
             record["stdio_holder"] = io.holder
@@ -1416,8 +1416,7 @@ class RuncRuntime:
         io = self._io.get(container_id)
         if io is None:
             raise Unsupported(f"container {container_id}'s output is not held by this runtime instance"
-                              + (" (its terminal went with the instance that created it)" if record.get("tty")
-                                 else ""))
+                              + (" (the holder of its terminal is gone)" if record.get("tty") else ""))
         if stdin and not record.get("stdin"):
             raise Invalid.field("stdin", f"container {record['name']} was created without stdin; set stdin: true "
                                 "in its spec to attach with input")
